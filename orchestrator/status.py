@@ -1,0 +1,28 @@
+"""Per-peer session bookkeeping the API and CLI show (pure)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from orchestrator.rib.prefix import Family
+
+
+@dataclass(slots=True)
+class PeerStatus:
+    """What we know of one peer's session, updated by the RIB task from speaker events."""
+
+    state: str = "idle"
+    since: float = 0.0  # monotonic time of the last state change
+    established_at: float | None = None
+    router_id: str = "0.0.0.0"
+    last_error: str = ""
+    end_of_rib: set[Family] = field(default_factory=set)
+    updates: int = 0  # Update events received
+    announced: int = 0  # prefixes announced (before policy)
+    withdrawn: int = 0
+    filtered: int = 0
+    flaps: int = 0
+    speaker_restarts: int = 0
+
+    def uptime(self, now: float) -> float:
+        return now - self.established_at if self.established_at is not None else 0.0
