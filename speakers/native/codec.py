@@ -973,63 +973,179 @@ class DecodedUpdate:
     unsupported: tuple[tuple[int, int], ...] = ()
 
 
-# Interning caches, shared by every session so peers carrying the same attributes share one
-# Attributes object: raw attribute block without MP attributes → decoded result; and for blocks with
-# MP attributes, (other attributes' bytes, MP_REACH header up to its NLRI, MP_UNREACH AFI/SAFI) →
-# decoded result. Bounded: cleared when full (a full table has ~90k distinct sets).
+# Interning cache, shared by every session so peers carrying the same attributes share one
+# Attributes object: raw attribute block (without MP attributes, whose NLRI differs per UPDATE) →
+# decoded result. Blocks with MP attributes are parsed each time and their Attributes interned by
+# value. Bounded: cleared when full (a full table has ~90k distinct sets).
 _CACHE_LIMIT: Final = 400_000
 _CACHE: dict[bool, dict[bytes, DecodedAttributes]] = {True: {}, False: {}}
-_MP_CACHE: dict[bool, dict[tuple[bytes, bytes, bytes], DecodedAttributes]] = {True: {}, False: {}}
-_NO_MP: Final = (b"", b"", b"", b"", b"")
-_BAD: Final = (b"", b"", b"", b"", b"x")
 
 
 def clear_attribute_cache() -> None:
     for cache in _CACHE.values():
         cache.clear()
-    for mp_cache in _MP_CACHE.values():
-        mp_cache.clear()
+    for other in (_INTERN, _PATH_CACHE, _COMM_CACHE, _NH4_CACHE):
+        other.clear()
 
 
-def _walk_mp(raw: bytes) -> tuple[bytes, bytes, bytes, bytes, bytes]:
-    """Headers-only walk: (other attributes' bytes, MP_REACH head, MP_REACH NLRI, MP_UNREACH head,
-    MP_UNREACH NLRI + bad marker). ``_NO_MP`` when there is no MP attribute, ``_BAD`` when the
-    block cannot be split cleanly (the general parser then decides what the error is)."""
+_ORIGINS: Final = (Origin.IGP, Origin.EGP, Origin.INCOMPLETE)
+_PART_CACHE_LIMIT: Final = 200_000
+_NH4_CACHE: dict[int, str] = {}
+_PATH_CACHE: dict[bytes, tuple[tuple[int, tuple[int, ...]], ...]] = {}
+_COMM_CACHE: dict[bytes, tuple[int, ...]] = {}
+_INTERN: dict[Attributes, Attributes] = {}
+_MP_TYPES: Final = (1 << ATTR_MP_REACH) | (1 << ATTR_MP_UNREACH)
+
+
+def _nh4_text(value: int) -> str:
+    text = _NH4_CACHE.get(value)
+    if text is None:
+        if len(_NH4_CACHE) >= _PART_CACHE_LIMIT:
+            _NH4_CACHE.clear()
+        text = _NH4_CACHE[value] = socket.inet_ntoa(_U32.pack(value))
+    return text
+
+
+def _fast_attrs(raw: bytes) -> DecodedAttributes | None:
+    """The common case on a 4-byte-ASN session: only well-formed attributes we know, no duplicates.
+
+    Offsets instead of slices, components (AS_PATH, COMMUNITIES, next hops) memoised by their bytes.
+    Returns None for anything unusual; the general parser then decides (and reports errors).
+    """
     n = len(raw)
     i = 0
-    spans: list[tuple[int, int]] = []
-    reach_head = reach_nlri = unreach_head = unreach_nlri = b""
+    seen = 0
+    origin = 0
+    path: tuple[tuple[int, tuple[int, ...]], ...] = ()
+    nh = ""
+    med: int | None = None
+    lp: int | None = None
+    atomic = False
+    agg: tuple[int, str] | None = None
+    comms: tuple[int, ...] = ()
+    large: tuple[tuple[int, int, int], ...] = ()
+    mp_reach: tuple[Family, str, bytes] | None = None
+    mp_unreach: tuple[Family, bytes] | None = None
+    u32 = _unpack_u32
     while i < n:
         if i + 3 > n:
-            return _BAD
-        flags, atype = raw[i], raw[i + 1]
+            return None
+        flags = raw[i]
+        atype = raw[i + 1]
         if flags & FLAG_EXTENDED:
-            if i + 4 > n:
-                return _BAD
-            vstart = i + 4
-            alen = _unpack_u16(raw, i + 2)[0]
+            s = i + 4
+            length = (raw[i + 2] << 8) | raw[i + 3]
         else:
-            vstart = i + 3
-            alen = raw[i + 2]
-        end = vstart + alen
-        if end > n:
-            return _BAD
-        if atype == ATTR_MP_REACH:
-            if alen < 5 or reach_head or 5 + raw[vstart + 3] > alen:
-                return _BAD
-            split = vstart + 5 + raw[vstart + 3]
-            reach_head, reach_nlri = raw[vstart:split], raw[split:end]
-            spans.append((i, end))
+            s = i + 3
+            length = raw[i + 2]
+        e = s + length
+        bit = 1 << atype
+        if e > n or seen & bit:
+            return None
+        seen |= bit
+        kind = flags & 0xC0
+        if atype == ATTR_AS_PATH:
+            if kind != FLAG_TRANSITIVE:
+                return None
+            key = raw[s:e]
+            cached = _PATH_CACHE.get(key)
+            if cached is None:
+                cached = _as_path(key, 4)
+                if cached is None:
+                    return None
+                if len(_PATH_CACHE) >= _PART_CACHE_LIMIT:
+                    _PATH_CACHE.clear()
+                _PATH_CACHE[key] = cached
+            path = cached
+        elif atype == ATTR_ORIGIN:
+            if kind != FLAG_TRANSITIVE or length != 1 or raw[s] > 2:
+                return None
+            origin = raw[s]
+        elif atype == ATTR_NEXT_HOP:
+            if kind != FLAG_TRANSITIVE or length != 4:
+                return None
+            nh = _nh4_text(u32(raw, s)[0])
+        elif atype == ATTR_MED:
+            if kind != FLAG_OPTIONAL or length != 4:
+                return None
+            med = u32(raw, s)[0]
+        elif atype == ATTR_LOCAL_PREF:
+            if kind != FLAG_TRANSITIVE or length != 4:
+                return None
+            lp = u32(raw, s)[0]
+        elif atype == ATTR_COMMUNITIES:
+            if kind != FLAG_OPTIONAL | FLAG_TRANSITIVE or length & 3:
+                return None
+            key = raw[s:e]
+            ccached = _COMM_CACHE.get(key)
+            if ccached is None:
+                ccached = struct.unpack(f">{length >> 2}I", key)
+                if len(_COMM_CACHE) >= _PART_CACHE_LIMIT:
+                    _COMM_CACHE.clear()
+                _COMM_CACHE[key] = ccached
+            comms = ccached
+        elif atype == ATTR_ATOMIC_AGGREGATE:
+            if kind != FLAG_TRANSITIVE or length:
+                return None
+            atomic = True
+        elif atype == ATTR_AGGREGATOR:
+            if kind != FLAG_OPTIONAL | FLAG_TRANSITIVE or length != 8:
+                return None
+            agg = (u32(raw, s)[0], _nh4_text(u32(raw, s + 4)[0]))
+        elif atype == ATTR_LARGE_COMMUNITY:
+            if kind != FLAG_OPTIONAL | FLAG_TRANSITIVE or length % 12 or not length:
+                return None
+            large = tuple(_III.unpack_from(raw, j) for j in range(s, e, 12))
+        elif atype == ATTR_MP_REACH:
+            if kind != FLAG_OPTIONAL or length < 5:
+                return None
+            fam = _FAMILY_BY_AFI_SAFI.get(((raw[s] << 8) | raw[s + 1], raw[s + 2]))
+            nh_len = raw[s + 3]
+            if fam is Family.IPV6 and nh_len in (16, 32) and s + 5 + nh_len <= e:
+                mp_reach = (
+                    fam,
+                    socket.inet_ntop(socket.AF_INET6, raw[s + 4 : s + 20]),
+                    raw[s + 5 + nh_len : e],
+                )
+            elif fam is Family.IPV4 and nh_len == 4 and s + 9 <= e:
+                mp_reach = (fam, _nh4_text(u32(raw, s + 4)[0]), raw[s + 9 : e])
+            else:
+                return None
         elif atype == ATTR_MP_UNREACH:
-            if alen < 3 or unreach_head:
-                return _BAD
-            unreach_head, unreach_nlri = raw[vstart : vstart + 3], raw[vstart + 3 : end]
-            spans.append((i, end))
-        i = end
-    if not spans:
-        return _NO_MP
-    base = b"".join(raw[s:e] for s, e in _complement(spans, n))
-    return base, reach_head, reach_nlri, unreach_head, unreach_nlri
+            if kind != FLAG_OPTIONAL or length < 3:
+                return None
+            fam = _FAMILY_BY_AFI_SAFI.get(((raw[s] << 8) | raw[s + 1], raw[s + 2]))
+            if fam is None:
+                return None
+            mp_unreach = (fam, raw[s + 3 : e])
+        elif kind != FLAG_OPTIONAL or atype in _WELL_KNOWN_FLAGS:
+            return None
+        # else: optional non-transitive we do not keep (ORIGINATOR_ID, CLUSTER_LIST, ...): skip
+        i = e
+    if seen & 0b110 != 0b110 and seen & ~_MP_TYPES:
+        return None  # missing ORIGIN or AS_PATH: the general parser reports it
+    attrs = Attributes(
+        mp_reach[1] if mp_reach is not None else nh,
+        _ORIGINS[origin],
+        path,
+        med,
+        lp,
+        comms,
+        large,
+        atomic,
+        agg,
+    )
+    return DecodedAttributes(attrs, mp_reach, mp_unreach, (), False, (), bool(nh), nh)
+
+
+def _intern(attrs: Attributes) -> Attributes:
+    """One shared object per distinct attribute set (bounded)."""
+    found = _INTERN.get(attrs)
+    if found is None:
+        if len(_INTERN) >= _CACHE_LIMIT:
+            _INTERN.clear()
+        _INTERN[attrs] = found = attrs
+    return found
 
 
 def decode_update(body: bytes | memoryview, *, asn4: bool = True, add_path: bool = False) -> DecodedUpdate:
@@ -1077,25 +1193,16 @@ def _decode_update(body: bytes | memoryview, asn4: bool, add_path: bool) -> Deco
     dec = cache.get(raw)
     reach_nlri = unreach_nlri = b""
     if dec is None:
-        base, reach_head, reach_nlri, unreach_head, unreach_nlri = walk = _walk_mp(raw)
-        if walk is _NO_MP:
-            dec = _decode_attrs(raw, asn4)
+        dec = (_fast_attrs(raw) if asn4 else None) or _decode_attrs(raw, asn4)
+        if dec.mp_reach is None and dec.mp_unreach is None:
             if len(cache) >= _CACHE_LIMIT:
                 cache.clear()
             cache[raw] = dec
-        elif walk is _BAD:
-            dec = _decode_attrs(raw, asn4)  # raises, or reports treat-as-withdraw
-            reach_nlri = dec.mp_reach[2] if dec.mp_reach is not None else b""
-            unreach_nlri = dec.mp_unreach[1] if dec.mp_unreach is not None else b""
         else:
-            mp_cache = _MP_CACHE[asn4]
-            key = (base, reach_head, unreach_head)
-            dec = mp_cache.get(key)
-            if dec is None:
-                dec = _decode_attrs(raw, asn4)
-                if len(mp_cache) >= _CACHE_LIMIT:
-                    mp_cache.clear()
-                mp_cache[key] = dec
+            if dec.mp_reach is not None:
+                reach_nlri = dec.mp_reach[2]
+            if dec.mp_unreach is not None:
+                unreach_nlri = dec.mp_unreach[1]
     taw = dec.treat_as_withdraw
     errors = dec.errors
     if nlri or withdrawn:
@@ -1121,7 +1228,7 @@ def _decode_update(body: bytes | memoryview, asn4: bool, add_path: bool) -> Deco
             fu.withdraw.extend(keys)
             fu.withdraw_path_ids.extend(ids)
         elif keys:
-            fu.attrs = dec.attrs
+            fu.attrs = _intern(dec.attrs)
             fu.announce.extend(keys)
             fu.announce_path_ids.extend(ids)
     if dec.mp_unreach is not None:
@@ -1151,18 +1258,6 @@ def _family_entry(families: list[FamilyUpdate], fam: Family) -> FamilyUpdate:
     fu = FamilyUpdate(fam, None, [], [])
     families.append(fu)
     return fu
-
-
-def _complement(spans: list[tuple[int, int]], n: int) -> list[tuple[int, int]]:
-    out = []
-    pos = 0
-    for s, e in sorted(spans):
-        if s > pos:
-            out.append((pos, s))
-        pos = e
-    if pos < n:
-        out.append((pos, n))
-    return out
 
 
 __all__ = [
