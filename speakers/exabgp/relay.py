@@ -1,0 +1,82 @@
+"""The API program ExaBGP runs: copies bytes between ExaBGP's pipes and peerctl's unix socket.
+
+Run as ``/abs/python -I -S /abs/speakers/exabgp/relay.py SOCKET_PATH`` (stdlib only, no site: it
+starts in ~15 ms and does not depend on the working directory).
+
+* stdin (JSON lines and ``done``/``error`` acks written by ExaBGP) → socket
+* socket (command lines written by peerctl) → stdout (read by ExaBGP)
+
+Bytes are moved in large chunks, never per line. All descriptors are non-blocking and each direction
+holds at most one chunk: while a chunk waits for its destination, that direction's source is not
+read, so backpressure passes through without unbounded buffering and without the deadlock in which
+the relay blocks writing a command to ExaBGP while ExaBGP blocks writing JSON to the relay.
+Exits 0 when either side closes, 2 on a usage error, 1 when the socket cannot be reached.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import socket
+import sys
+
+CHUNK = 1 << 18
+
+
+def relay(sock: socket.socket, in_fd: int, out_fd: int) -> None:
+    """Copy until one side closes. Side effects: reads/writes the descriptors, closes nothing."""
+    sock.setblocking(False)
+    os.set_blocking(in_fd, False)
+    os.set_blocking(out_fd, False)
+    sfd = sock.fileno()
+    to_sock = b""  # from ExaBGP, waiting for the socket
+    to_out = b""  # from peerctl, waiting for ExaBGP's stdin
+    while True:
+        # Interest is recomputed from the two buffers: a source is read only when its buffer is empty.
+        readable, writable, _ = select.select(
+            [fd for fd, idle in ((in_fd, not to_sock), (sfd, not to_out)) if idle],
+            [fd for fd, busy in ((sfd, to_sock), (out_fd, to_out)) if busy],
+            [],
+        )
+        try:
+            if in_fd in readable:
+                to_sock = os.read(in_fd, CHUNK)
+                if not to_sock:
+                    return  # ExaBGP closed our stdin: it is exiting
+                writable.append(sfd)
+            if sfd in readable:
+                to_out = sock.recv(CHUNK)
+                if not to_out:
+                    return  # peerctl closed the socket
+                writable.append(out_fd)
+            if sfd in writable and to_sock:
+                to_sock = to_sock[sock.send(to_sock) :]
+            if out_fd in writable and to_out:
+                to_out = to_out[os.write(out_fd, to_out) :]
+        except (BlockingIOError, InterruptedError):
+            continue
+        except (BrokenPipeError, ConnectionResetError):
+            return
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 2:
+        sys.stderr.write("usage: relay.py SOCKET_PATH\n")
+        return 2
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.connect(argv[1])
+    except OSError as exc:
+        sys.stderr.write(f"relay: cannot connect to {argv[1]}: {exc}\n")
+        return 1
+    try:
+        relay(sock, sys.stdin.fileno(), sys.stdout.fileno())
+    except KeyboardInterrupt:
+        pass
+    finally:
+        sock.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
