@@ -50,8 +50,10 @@ import enum
 import gc
 import io
 import os
+import queue
 import socket
 import struct
+import threading
 import zlib
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
@@ -357,6 +359,59 @@ class _Source:
                 return out
 
 
+class _Prefetch:
+    """Runs a compressed ``_Source`` in a thread: zlib and bz2 release the GIL while they decompress,
+    so on two cores decompression overlaps record parsing (it is ~20% of reading a bz2 RIB). At most
+    ``depth`` chunks wait in the queue; ``close`` stops the thread."""
+
+    def __init__(self, src: _Source, depth: int = 4) -> None:
+        self._src = src
+        self.kind = src.kind
+        self._q: queue.Queue[bytes | BaseException] = queue.Queue(depth)
+        self._stop = threading.Event()
+        self._done = False
+        self._thread = threading.Thread(target=self._run, name="mrt-decompress", daemon=True)
+        self._thread.start()
+
+    @property
+    def truncated(self) -> bool:
+        return self._src.truncated
+
+    @truncated.setter
+    def truncated(self, value: bool) -> None:
+        self._src.truncated = value
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                item: bytes | BaseException = self._src.read()
+            except Exception as exc:  # handed to the reader thread, which reports it
+                item = exc
+            while not self._stop.is_set():
+                try:
+                    self._q.put(item, timeout=0.1)
+                    break
+                except queue.Full:
+                    continue
+            if not item or isinstance(item, BaseException):
+                return
+
+    def read(self) -> bytes:
+        if self._done:
+            return b""
+        item = self._q.get()
+        if isinstance(item, BaseException):
+            self._done = True
+            raise item
+        if not item:
+            self._done = True
+        return item
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
 def _open_source(source: str | os.PathLike[str] | bytes | BinaryIO) -> tuple[str, BinaryIO, bool]:
     if isinstance(source, bytes | bytearray | memoryview):
         return "<bytes>", io.BytesIO(bytes(source)), True
@@ -509,13 +564,15 @@ class MrtReader:
     """
 
     def __init__(self, source: str | os.PathLike[str] | bytes | BinaryIO, *,
-                 errors: _Errors = "raise", raise_gc_threshold: bool = True) -> None:
+                 errors: _Errors = "raise", raise_gc_threshold: bool = True,
+                 decompress_thread: bool = True) -> None:
         if errors not in ("raise", "count"):
             raise ValueError(f"errors must be 'raise' or 'count', not {errors!r}")
         self.path, self._fh, self._owns = _open_source(source)
         self.errors = errors
         self.stats = MrtStats()
         self._gc = raise_gc_threshold
+        self._threads = decompress_thread
         self.peer_index: PeerIndex | None = None
 
     def __iter__(self) -> Iterator[MrtRecord]:
@@ -537,13 +594,23 @@ class MrtReader:
         self.stats.errors.append(err)
 
     def _records(self) -> Iterator[MrtRecord]:
+        try:
+            plain = _Source(self._fh)
+        except OSError as exc:
+            raise MrtError(self.path, 0, 0, f"cannot read: {exc}") from None
+        src: _Source | _Prefetch = plain
+        if plain.kind != "plain" and self._threads:
+            src = _Prefetch(plain)
+        try:
+            yield from self._parse(src)
+        finally:
+            if isinstance(src, _Prefetch):
+                src.close()
+
+    def _parse(self, src: _Source | _Prefetch) -> Iterator[MrtRecord]:  # one loop on purpose (speed)
         stats = self.stats
         records = stats.records
         rcount: dict[int, int] = {}
-        try:
-            src = _Source(self._fh)
-        except OSError as exc:
-            raise MrtError(self.path, 0, 0, f"cannot read: {exc}") from None
         buf = b""
         pos = 0  # position in buf
         base = 0  # stream offset of buf[0]
