@@ -1,0 +1,685 @@
+"""The RIB: every peer's paths per prefix (Adj-RIB-In) and the best path of each prefix (Loc-RIB).
+
+Vocabulary as in GoBGP/BIRD/OpenBGPD: a *prefix* (a key, ``orchestrator.rib.prefix``) has a
+*destination* (the entry holding its paths) with one *path* per peer. The representation is chosen
+for memory (DESIGN.md "RIB memory": ≤ 100 bytes per path on a full table):
+
+- ``Path`` objects are interned per (peer, attribute set): a full table from one peer holds about
+  one ``Path`` per 7 prefixes, and a path costs a prefix one reference. A ``Path`` carries the
+  precomputed decision rank (``decide.py``), so best-path selection is integer comparison.
+- A destination is the ``Path`` itself when one peer has the prefix, or a tuple of ``Path`` (best
+  first, then by rank) when several do.
+- Destinations live in buckets, not in one dict per family: a dict entry plus its int key cost
+  ~70 bytes per prefix, more than half the budget. A key splits into ``hi = key >> 8`` (its length
+  byte and all but the last address byte) and ``lo = key & 0xFF``; ``buckets[hi]`` is a list
+  ``[bytearray(lo, lo, ...), dest, dest, ...]`` and ``bytearray.find(lo)`` (memchr over at most
+  256 bytes) finds a destination. On a real table (PCH, 578k IPv4 prefixes) this is ~36 bytes per
+  prefix against 68 for a dict, because announced prefixes cluster (eight per bucket on average).
+
+Interning and its cache: each peer keeps ``Attributes → Path``. Entries whose ``Path`` no table
+entry references any more are dropped by ``sweep()``, run automatically when a peer's cache has
+doubled since its last sweep (amortised O(1) per new attribute set) and wholesale on peer down.
+The test "no longer referenced" is ``sys.getrefcount``: a ``Path`` held only by the cache is
+garbage; one held by a table entry or by a caller (an unconsumed ``BestChange``) stays.
+
+Counters: per peer and family, paths received and paths that are best, kept up to date on every
+change (O(1)); family totals are their sums.
+
+Changes: ``update`` / ``peer_down`` return ``BestChange(family, key, old, new, reason)`` only when
+the best ``Path`` object of a prefix changes (a new best with the same attributes from the same
+peer is the same object, so re-announcements are silent). ``reason`` is None when the prefix is
+gone. The reason of a best path that did not change is recomputed on demand (``reason()``).
+
+GC: a full table is millions of container objects; CPython's cyclic GC then spends ~40% of a
+bulk load rescanning them. Wrap bulk loads in ``bulk_load()`` (or raise the thresholds in the
+daemon); nothing here creates reference cycles.
+
+No I/O and no asyncio: one task owns a ``Rib`` and calls it synchronously.
+"""
+
+from __future__ import annotations
+
+import gc
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from marshal import dumps as _dumps
+from marshal import loads as _loads
+from operator import attrgetter
+from typing import Any, NamedTuple
+
+from orchestrator.rib.attrs import Attributes, Origin
+from orchestrator.rib.decide import (
+    MAX_PEERS,
+    NAS_MASK,
+    ORIGIN_SHIFT,
+    DecisionOptions,
+    Reason,
+    address_sort_key,
+    better2,
+    local_pref_from_rank,
+    order,
+    rank_of,
+    reason_from_xor,
+    router_id_int,
+    with_peer_fields,
+)
+from orchestrator.rib.prefix import Family, key_from_parts
+
+_by_rank = attrgetter("rank")
+
+_FAMILIES = (Family.IPV4, Family.IPV6)
+_FAMILY_INDEX = {Family.IPV4: 0, Family.IPV6: 1}
+
+
+@dataclass(frozen=True, slots=True)
+class PeerInfo:
+    """A peer as the RIB sees it."""
+
+    name: str
+    peer_as: int
+    address: str
+    local_as: int
+    router_id: str = "0.0.0.0"
+    local_pref: int = 100
+    """LOCAL_PREF for paths without one; for eBGP peers for all paths (RFC 4271 5.1.5)."""
+
+    @property
+    def ebgp(self) -> bool:
+        return self.peer_as != self.local_as
+
+
+class _Peer:
+    __slots__ = ("addr_ord", "best", "cache", "ebgp", "index", "info", "received", "rid", "sweep_at")
+
+    def __init__(self, info: PeerInfo, index: int) -> None:
+        self.info = info
+        self.index = index
+        self.ebgp = info.ebgp
+        self.rid = router_id_int(info.router_id)
+        self.addr_ord = 0
+        self.cache: dict[bytes, Path] = {}  # encode_attrs(attrs) -> Path
+        self.sweep_at = _SWEEP_MIN
+        self.received = [0, 0]  # per family index
+        self.best = [0, 0]
+
+
+_SWEEP_MIN = 4096
+
+
+def encode_attrs(attrs: Attributes) -> bytes:
+    """Compact, deterministic bytes of an attribute set (marshal version 2 has no back-references,
+    so equal sets give equal bytes whatever objects they share)."""
+    return _dumps(
+        (
+            attrs.next_hop,
+            int(attrs.origin),
+            attrs.as_path,
+            attrs.med,
+            attrs.local_pref,
+            attrs.communities,
+            attrs.large_communities,
+            attrs.atomic_aggregate,
+            attrs.aggregator,
+            attrs.other,
+        ),
+        2,
+    )
+
+
+def decode_attrs(blob: bytes) -> Attributes:
+    nh, origin, as_path, med, lp, comms, lcomms, atomic, aggregator, other = _loads(blob)
+    return Attributes(nh, Origin(origin), as_path, med, lp, comms, lcomms, atomic, aggregator, other)
+
+
+class Path:
+    """One peer's path for a prefix: an interned (peer, attribute set) with its decision rank.
+
+    Shared by every prefix the peer announced with the same attributes; never mutated by callers.
+    The attribute set is kept as compact bytes (``encode_attrs``) and decoded on each ``.attrs``
+    access (a few µs): consumers that read attributes of many prefixes should memoise per ``Path``
+    (``id`` or the object itself), as ~7 prefixes share one.
+    """
+
+    __slots__ = ("_peer", "blob", "rank")
+
+    def __init__(self, peer: _Peer, blob: bytes, rank: int) -> None:
+        self._peer = peer
+        self.blob = blob
+        self.rank = rank
+
+    @property
+    def attrs(self) -> Attributes:
+        return decode_attrs(self.blob)
+
+    @property
+    def nas(self) -> int:
+        """Neighbor AS (first AS of the path; 0 when none), the MED comparison group."""
+        return self.rank & NAS_MASK
+
+    @property
+    def peer(self) -> str:
+        return self._peer.info.name
+
+    @property
+    def peer_index(self) -> int:
+        return self._peer.index
+
+    @property
+    def peer_info(self) -> PeerInfo:
+        return self._peer.info
+
+    @property
+    def next_hop(self) -> str:
+        nh: str = _loads(self.blob)[0]
+        return nh
+
+    @property
+    def local_pref(self) -> int:
+        """Effective LOCAL_PREF used by the decision process."""
+        return local_pref_from_rank(self.rank)
+
+    def __repr__(self) -> str:
+        return f"Path(peer={self.peer!r}, next_hop={self.next_hop!r}, as_path={self.attrs.as_path_flat()})"
+
+
+class BestChange(NamedTuple):
+    """The best path of ``key`` went from ``old`` to ``new`` (either may be None)."""
+
+    family: Family
+    key: int
+    old: Path | None
+    new: Path | None
+    reason: Reason | None
+
+
+@contextmanager
+def bulk_load() -> Iterator[None]:
+    """Disable the cyclic GC for the duration (full-table loads); restores the previous state."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _entries(dest: Path | tuple[Path, ...]) -> tuple[Path, ...]:
+    return (dest,) if type(dest) is Path else dest  # type: ignore[return-value]
+
+
+class Rib:
+    """All peers' paths and the best path per prefix, for IPv4 and IPv6 unicast."""
+
+    def __init__(self, options: DecisionOptions) -> None:
+        self.options = options
+        self._acm = options.always_compare_med
+        self._peers: dict[str, _Peer] = {}
+        self._next_index = 0
+        # per family: hi -> [bytearray(lo...), dest, dest, ...]
+        self._buckets: tuple[dict[int, list[Any]], dict[int, list[Any]]] = ({}, {})
+
+    # -- peers ---------------------------------------------------------------------------------
+
+    def add_peer(self, info: PeerInfo) -> None:
+        """Register a peer. ValueError when the name or address is already in use."""
+        if info.name in self._peers:
+            raise ValueError(f"peer {info.name!r} already exists")
+        key = address_sort_key(info.address)
+        if any(address_sort_key(p.info.address) == key for p in self._peers.values()):
+            raise ValueError(f"peer address {info.address} already used by another peer")
+        if len(self._peers) >= MAX_PEERS:
+            raise ValueError(f"more than {MAX_PEERS} peers")
+        self._peers[info.name] = _Peer(info, self._next_index)
+        self._next_index += 1
+        self._renumber_addresses()
+
+    def remove_peer(self, name: str) -> list[BestChange]:
+        """Purge the peer's paths and forget it. KeyError when unknown."""
+        changes = self.peer_down(name)
+        del self._peers[name]
+        return changes
+
+    def peer_up(self, name: str, router_id: str) -> list[BestChange]:
+        """The session came up with the peer's BGP identifier. A changed router id re-ranks its
+        paths; if it still holds paths (no peer_down in between) their prefixes are re-decided
+        and the changes returned. KeyError when unknown, ValueError for a bad router id."""
+        peer = self._peers[name]
+        rid = router_id_int(router_id)
+        if rid == peer.rid:
+            return []
+        peer.rid = rid
+        peer.info = PeerInfo(
+            name=peer.info.name,
+            peer_as=peer.info.peer_as,
+            address=peer.info.address,
+            local_as=peer.info.local_as,
+            router_id=router_id,
+            local_pref=peer.info.local_pref,
+        )
+        for path in peer.cache.values():
+            path.rank = with_peer_fields(path.rank, router_id=rid, address_ordinal=peer.addr_ord)
+        if not any(peer.received):
+            return []
+        return self._redecide(peer)
+
+    def peer_down(self, name: str) -> list[BestChange]:
+        """Adj-RIB-In flush: remove every path of the peer, return the best-path changes.
+        KeyError when unknown."""
+        peer = self._peers[name]
+        changes: list[BestChange] = []
+        for fi, family in enumerate(_FAMILIES):
+            if not peer.received[fi]:
+                continue
+            buckets = self._buckets[fi]
+            empty: list[int] = []
+            for hi, bucket in buckets.items():
+                los: bytearray = bucket[0]
+                j = len(bucket) - 1
+                while j:
+                    dest = bucket[j]
+                    if type(dest) is Path:
+                        if dest._peer is peer:
+                            del bucket[j]
+                            lo = los.pop(j - 1)
+                            changes.append(BestChange(family, (hi << 8) | lo, dest, None, None))
+                    else:
+                        self._drop_from(dest, peer, bucket, j, changes, family, (hi << 8) | los[j - 1], fi)
+                    j -= 1
+                if len(bucket) == 1:
+                    empty.append(hi)
+            for hi in empty:
+                del buckets[hi]
+            peer.received[fi] = 0
+            peer.best[fi] = 0
+        peer.cache.clear()
+        peer.sweep_at = _SWEEP_MIN
+        return changes
+
+    def _drop_from(
+        self,
+        dest: tuple[Path, ...],
+        peer: _Peer,
+        bucket: list[Any],
+        j: int,
+        changes: list[BestChange],
+        family: Family,
+        key: int,
+        fi: int,
+    ) -> None:
+        """Remove ``peer``'s path from the multi-path destination ``dest`` at ``bucket[j]``."""
+        for mine in dest:
+            if mine._peer is peer:
+                break
+        else:
+            return
+        peer.received[fi] -= 1
+        old = dest[0]
+        if mine is not old:
+            if len(dest) == 2:
+                bucket[j] = old
+            elif self._acm or (mine.rank ^ old.rank) >> ORIGIN_SHIFT:
+                # A path eliminated at steps 1-3 (or a total order): the best cannot change.
+                bucket[j] = tuple(p for p in dest if p is not mine)
+            else:
+                self._reorder(bucket, j, [p for p in dest if p is not mine], old, changes, family, key, fi)
+            return
+        peer.best[fi] -= 1
+        if len(dest) == 2:
+            new = bucket[j] = dest[1]
+            changes.append(BestChange(family, key, old, new, Reason.ONLY_PATH))
+            new._peer.best[fi] += 1
+            return
+        rest = dest[1:]  # sorted by rank
+        diff = rest[0].rank ^ rest[1].rank
+        if self._acm or diff >> ORIGIN_SHIFT:
+            bucket[j] = rest
+            new = rest[0]
+            new._peer.best[fi] += 1
+            changes.append(BestChange(family, key, old, new, reason_from_xor(diff)))
+            return
+        old._peer.best[fi] += 1  # _reorder moves the count from old to new
+        self._reorder(bucket, j, list(rest), old, changes, family, key, fi)
+
+    def _reorder(
+        self,
+        bucket: list[Any],
+        j: int,
+        paths: list[Path],
+        old: Path,
+        changes: list[BestChange],
+        family: Family,
+        key: int,
+        fi: int,
+    ) -> None:
+        ordered, reason = order(paths, self._acm)
+        bucket[j] = ordered
+        new = ordered[0]
+        if new is not old:
+            old._peer.best[fi] -= 1
+            new._peer.best[fi] += 1
+            changes.append(BestChange(family, key, old, new, reason))
+
+    def _renumber_addresses(self) -> None:
+        peers = sorted(self._peers.values(), key=lambda p: address_sort_key(p.info.address))
+        for ordinal, peer in enumerate(peers):
+            if peer.addr_ord != ordinal:
+                peer.addr_ord = ordinal  # relative order of the others is unchanged: no re-sort
+                for path in peer.cache.values():
+                    path.rank = with_peer_fields(path.rank, router_id=peer.rid, address_ordinal=ordinal)
+
+    def _redecide(self, peer: _Peer) -> list[BestChange]:
+        changes: list[BestChange] = []
+        for fi, family in enumerate(_FAMILIES):
+            for hi, bucket in self._buckets[fi].items():
+                los = bucket[0]
+                for j in range(1, len(bucket)):
+                    dest = bucket[j]
+                    if type(dest) is Path or not any(p._peer is peer for p in dest):
+                        continue
+                    ordered, reason = order(list(dest), self._acm)
+                    bucket[j] = ordered
+                    if ordered[0] is not dest[0]:
+                        dest[0]._peer.best[fi] -= 1
+                        ordered[0]._peer.best[fi] += 1
+                        changes.append(
+                            BestChange(family, (hi << 8) | los[j - 1], dest[0], ordered[0], reason)
+                        )
+        return changes
+
+    # -- interning -----------------------------------------------------------------------------
+
+    def _intern(self, peer: _Peer, attrs: Attributes) -> Path:
+        blob = encode_attrs(attrs)
+        path = peer.cache.get(blob)
+        if path is None:
+            rank = rank_of(
+                attrs,
+                ebgp=peer.ebgp,
+                default_local_pref=peer.info.local_pref,
+                router_id=peer.rid,
+                address_ordinal=peer.addr_ord,
+                options=self.options,
+            )
+            path = peer.cache[blob] = Path(peer, blob, rank)
+            if len(peer.cache) >= peer.sweep_at:
+                self._sweep_peer(peer)
+        return path
+
+    def _sweep_peer(self, peer: _Peer) -> int:
+        cache = peer.cache
+        getrefcount = sys.getrefcount
+        dead = [a for a in list(cache) if getrefcount(cache[a]) <= 2]  # the cache + the argument
+        for a in dead:
+            del cache[a]
+        peer.sweep_at = max(_SWEEP_MIN, 2 * len(cache))
+        return len(dead)
+
+    def sweep(self) -> int:
+        """Drop interned paths that no destination (nor caller) references; return how many."""
+        return sum(self._sweep_peer(peer) for peer in self._peers.values())
+
+    def interned(self, peer: str) -> int:
+        """Number of interned (peer, attribute set) paths of ``peer``."""
+        return len(self._peers[peer].cache)
+
+    # -- updates -------------------------------------------------------------------------------
+
+    def update(
+        self,
+        peer: str,
+        family: Family,
+        attrs: Attributes | None,
+        announce: Sequence[int],
+        withdraw: Sequence[int],
+        changes: list[BestChange] | None = None,
+    ) -> list[BestChange]:
+        """Apply one UPDATE: withdrawals first, then announcements with ``attrs``.
+
+        An announcement replaces the peer's previous path for the prefix (implicit withdraw,
+        RFC 4271 3.1); withdrawing a prefix the peer does not have is a no-op. Best-path changes
+        are appended to ``changes`` (a new list when None), which is returned.
+        Raises KeyError for an unknown peer, ValueError for announcements without attributes.
+        """
+        if changes is None:
+            changes = []
+        ps = self._peers[peer]
+        fi = _FAMILY_INDEX[family]
+        buckets = self._buckets[fi]
+        if withdraw:
+            self._withdraw(ps, fi, family, buckets, withdraw, changes)
+        if not announce:
+            return changes
+        if attrs is None:
+            raise ValueError("announcements need attributes")
+        path = self._intern(ps, attrs)
+        rank = path.rank
+        acm = self._acm
+        append = changes.append
+        new_change = tuple.__new__  # BestChange without the namedtuple's Python-level __new__
+        get = buckets.get
+        only = Reason.ONLY_PATH
+        received = 0
+        best = 0
+        for key in announce:
+            hi = key >> 8
+            bucket = get(hi)
+            if bucket is None:
+                buckets[hi] = [bytearray((key & 0xFF,)), path]
+                received += 1
+                best += 1
+                append(new_change(BestChange, (family, key, None, path, only)))
+                continue
+            j = bucket[0].find(key & 0xFF) + 1
+            if not j:
+                bucket[0].append(key & 0xFF)
+                bucket.append(path)
+                received += 1
+                best += 1
+                append(new_change(BestChange, (family, key, None, path, only)))
+                continue
+            dest = bucket[j]
+            if dest is path:
+                continue
+            if type(dest) is Path:
+                if dest._peer is ps:  # implicit withdraw of our own single path
+                    bucket[j] = path
+                    append(new_change(BestChange, (family, key, dest, path, only)))
+                    continue
+                received += 1
+                other = dest.rank
+                if acm or (other ^ rank) >> ORIGIN_SHIFT or not (other ^ rank) & NAS_MASK:
+                    if rank < other:  # steps 1-7 are a plain rank comparison
+                        bucket[j] = (path, dest)
+                        dest._peer.best[fi] -= 1
+                        best += 1
+                        append(
+                            new_change(BestChange, (family, key, dest, path, reason_from_xor(other ^ rank)))
+                        )
+                    else:
+                        bucket[j] = (dest, path)
+                    continue
+                wins, reason = better2(path, dest, acm)
+                if wins:
+                    bucket[j] = (path, dest)
+                    dest._peer.best[fi] -= 1
+                    best += 1
+                    append(BestChange(family, key, dest, path, reason))
+                else:
+                    bucket[j] = (dest, path)
+                continue
+            # several peers: dest is (best, *others by rank)
+            old = dest[0]
+            mine = None
+            for p in dest:
+                if p._peer is ps:
+                    mine = p
+                    break
+            if mine is path:
+                continue
+            if mine is None:
+                received += 1
+            orank = old.rank
+            if (
+                mine is not old
+                and (rank > orank if acm else rank >> ORIGIN_SHIFT > orank >> ORIGIN_SHIFT)
+                and (mine is None or acm or (mine.rank ^ orank) >> ORIGIN_SHIFT)
+            ):
+                # Neither the new path nor the one it replaces reaches step 4 against the best
+                # (or the order is total): the best stays, only the others change.
+                others = [p for p in dest if p is not mine and p is not old]
+                others.append(path)
+                others.sort(key=_by_rank)
+                bucket[j] = (old, *others)
+                continue
+            rest = [p for p in dest if p is not mine]
+            rest.append(path)
+            ordered, reason_n = order(rest, acm)
+            bucket[j] = ordered
+            new = ordered[0]
+            if new is not old:
+                if old._peer is ps:
+                    best -= 1
+                else:
+                    old._peer.best[fi] -= 1
+                if new._peer is ps:
+                    best += 1
+                else:
+                    new._peer.best[fi] += 1
+                append(new_change(BestChange, (family, key, old, new, reason_n)))
+        ps.received[fi] += received
+        ps.best[fi] += best
+        return changes
+
+    def _withdraw(
+        self,
+        ps: _Peer,
+        fi: int,
+        family: Family,
+        buckets: dict[int, list[Any]],
+        withdraw: Sequence[int],
+        changes: list[BestChange],
+    ) -> None:
+        get = buckets.get
+        for key in withdraw:
+            hi = key >> 8
+            bucket = get(hi)
+            if bucket is None:
+                continue
+            los: bytearray = bucket[0]
+            j = los.find(key & 0xFF) + 1
+            if not j:
+                continue
+            dest = bucket[j]
+            if type(dest) is Path:
+                if dest._peer is ps:
+                    if len(bucket) == 2:
+                        del buckets[hi]
+                    else:
+                        del bucket[j]
+                        del los[j - 1]
+                    ps.received[fi] -= 1
+                    ps.best[fi] -= 1
+                    changes.append(BestChange(family, key, dest, None, None))
+                continue
+            self._drop_from(dest, ps, bucket, j, changes, family, key, fi)
+
+    # -- queries -------------------------------------------------------------------------------
+
+    def _dest(self, family: Family, key: int) -> Path | tuple[Path, ...] | None:
+        bucket = self._buckets[_FAMILY_INDEX[family]].get(key >> 8)
+        if bucket is None:
+            return None
+        j = bucket[0].find(key & 0xFF) + 1
+        if not j:
+            return None
+        dest: Path | tuple[Path, ...] = bucket[j]
+        return dest
+
+    def paths(self, family: Family, key: int) -> list[Path]:
+        """All paths of the prefix, best first (empty when absent)."""
+        dest = self._dest(family, key)
+        return [] if dest is None else list(_entries(dest))
+
+    def best(self, family: Family, key: int) -> Path | None:
+        dest = self._dest(family, key)
+        if dest is None:
+            return None
+        return dest if type(dest) is Path else dest[0]  # type: ignore[index]
+
+    def reason(self, family: Family, key: int) -> Reason | None:
+        """Why the best path of the prefix won (recomputed, deterministic); None when absent."""
+        dest = self._dest(family, key)
+        if dest is None:
+            return None
+        entries = _entries(dest)
+        if len(entries) == 1:
+            return Reason.ONLY_PATH
+        return order(list(entries), self._acm)[1]
+
+    def __contains__(self, item: tuple[Family, int]) -> bool:
+        return self._dest(*item) is not None
+
+    def longest_match(self, family: Family, address: int) -> int | None:
+        """Key of the longest prefix present that covers ``address`` (an int), or None."""
+        buckets = self._buckets[_FAMILY_INDEX[family]]
+        for length in range(family.max_length, -1, -1):
+            key = key_from_parts(address, length, family)
+            bucket = buckets.get(key >> 8)
+            if bucket is not None and bucket[0].find(key & 0xFF) >= 0:
+                return key
+        return None
+
+    def iter_paths(self, family: Family) -> Iterator[tuple[int, tuple[Path, ...]]]:
+        """Every prefix with all its paths, best first (unordered prefixes; for MRT dumps)."""
+        for hi, bucket in self._buckets[_FAMILY_INDEX[family]].items():
+            los = bucket[0]
+            for j in range(1, len(bucket)):
+                yield (hi << 8) | los[j - 1], _entries(bucket[j])
+
+    def iter_best(self, family: Family, peer: str | None = None) -> Iterator[tuple[int, Path]]:
+        """Every prefix with its best path; only those whose best comes from ``peer`` if given."""
+        want = None if peer is None else self._peers[peer]
+        for hi, bucket in self._buckets[_FAMILY_INDEX[family]].items():
+            los = bucket[0]
+            for j in range(1, len(bucket)):
+                dest = bucket[j]
+                best = dest if type(dest) is Path else dest[0]
+                if want is None or best._peer is want:
+                    yield (hi << 8) | los[j - 1], best
+
+    def adj_rib_in(self, peer: str, family: Family) -> Iterator[tuple[int, Path]]:
+        """The paths received from ``peer`` (post-import-policy Adj-RIB-In). KeyError if unknown."""
+        ps = self._peers[peer]
+        for hi, bucket in self._buckets[_FAMILY_INDEX[family]].items():
+            los = bucket[0]
+            for j in range(1, len(bucket)):
+                for p in _entries(bucket[j]):
+                    if p._peer is ps:
+                        yield (hi << 8) | los[j - 1], p
+                        break
+
+    def counts(self) -> dict[str, Any]:
+        """``{"families": {"ipv4": {"prefixes", "paths"}, ...}, "peers": {name: {"ipv4":
+        {"received", "best"}, ...}}}``, from counters kept up to date on every change."""
+        families: dict[str, dict[str, int]] = {}
+        peers: dict[str, dict[str, dict[str, int]]] = {}
+        for fi, family in enumerate(_FAMILIES):
+            families[family.short] = {
+                "prefixes": sum(p.best[fi] for p in self._peers.values()),
+                "paths": sum(p.received[fi] for p in self._peers.values()),
+            }
+        for name, p in self._peers.items():
+            peers[name] = {
+                family.short: {"received": p.received[fi], "best": p.best[fi]}
+                for fi, family in enumerate(_FAMILIES)
+            }
+        return {"families": families, "peers": peers}
+
+    def peer_counts(self, peer: str, family: Family) -> tuple[int, int]:
+        """(received, best) of ``peer`` in ``family``."""
+        ps = self._peers[peer]
+        fi = _FAMILY_INDEX[family]
+        return ps.received[fi], ps.best[fi]
