@@ -284,10 +284,7 @@ _Program = tuple[tuple[_Step, ...], tuple[Attributes, ...]]
 
 def _all_of(preds: Sequence[KeyPredicate]) -> KeyPredicate:
     def pred(key: int, network: int, length: int) -> bool:
-        for p in preds:
-            if not p(key, network, length):
-                return False
-        return True
+        return all(p(key, network, length) for p in preds)
 
     return pred
 

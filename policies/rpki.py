@@ -130,7 +130,7 @@ class VrpTable:
         starts, values = self._idx[family]
 
         def lookup(network: int) -> Sequence[_Cand]:
-            return values[bisect_right(starts, network) - 1]  # type: ignore[no-any-return]
+            return values[bisect_right(starts, network) - 1]
 
         return lookup
 
