@@ -218,7 +218,7 @@ class Bgp4mpUpdate:
     next hop when there is one, else the NEXT_HOP attribute, which is also kept in ``ipv4_next_hop``;
     ``attrs_for(family)`` gives the attributes with the next hop that applies to that family.
     ``path_ids`` maps family → path ids parallel to ``announce`` (ADD-PATH subtypes only); withdrawn
-    path ids are in ``withdraw_path_ids``.
+    path ids are in ``withdraw_path_ids``. ``end_of_rib`` is set on an End-of-RIB marker.
     """
 
     timestamp: float
@@ -232,6 +232,7 @@ class Bgp4mpUpdate:
     ipv4_next_hop: str = ""
     path_ids: dict[Family, list[int]] = field(default_factory=dict)
     withdraw_path_ids: dict[Family, list[int]] = field(default_factory=dict)
+    end_of_rib: Family | None = None  # an empty UPDATE / empty MP_UNREACH_NLRI (RFC 4724 2)
 
     def attrs_for(self, family: Family) -> Attributes | None:
         """Attributes with the next hop of ``family`` (MP_REACH for IPv6, NEXT_HOP for IPv4)."""
@@ -879,6 +880,7 @@ class MrtReader:
                 wpath_ids[ipv4] = ids
         attrs: Attributes | None = None
         nh4 = ""
+        eor: Family | None = None
         if alen:
             attrs, mp_reach, mp_unreach, nh4 = attrs_dec.update(msg[a_start:a_end], asn4)
             if mp_reach is not None:
@@ -890,6 +892,8 @@ class MrtReader:
                         path_ids.setdefault(fam, []).extend(ids)
             if mp_unreach is not None:
                 fam, nlri = mp_unreach
+                if not nlri and mp_reach is None and not wlen and a_end == len(msg):
+                    eor = fam
                 keys, ids = _split_nlri(nlri, fam, add_path)
                 if keys:
                     withdraw.setdefault(fam, []).extend(keys)
@@ -909,8 +913,10 @@ class MrtReader:
             stats.withdrawn += len(v)
         if not announce and alen == 0:
             attrs = None
+            if not wlen and a_end == len(msg):
+                eor = ipv4
         return Bgp4mpUpdate(ts, peer_ip, peer_as, local_ip, local_as, announce, withdraw, attrs, nh4,
-                            path_ids, wpath_ids)
+                            path_ids, wpath_ids, eor)
 
     def _bgp_obsolete(self, body: bytes, ts: int, subtype: int,
                       attrs_dec: _AttrDecoder) -> MrtRecord | None:
