@@ -40,7 +40,9 @@ LENGTH_MIX = {24: 0.54, 22: 0.11, 23: 0.094, 21: 0.068, 20: 0.064, 19: 0.044, 18
               30: 0.003, 32: 0.0063}  # fmt: skip
 LOCAL_AS = 65000
 
-Batch = tuple[int, array, array, int | None, int, array]  # (set id, as tail, comms, med, origin, keys)
+Batch = tuple[
+    int, "array[int]", "array[int]", int | None, int, "array[int]"
+]  # (set id, as tail, comms, med, origin, keys)
 
 
 def generate_prefixes(count: int, rng: random.Random) -> list[int]:
@@ -111,7 +113,7 @@ def peer_infos(peers: int) -> list[PeerInfo]:
     ]
 
 
-def updates(batches: list[Batch], info: PeerInfo, n: int) -> Iterator[tuple[Attributes, array]]:
+def updates(batches: list[Batch], info: PeerInfo, n: int) -> Iterator[tuple[Attributes, array[int]]]:
     """One peer's UPDATEs; fresh objects each time, as a decoder builds them."""
     for set_id, tail, comms, med, origin, chunk in batches:
         extra = (set_id * 7 + n * 13) % 5 == 0  # peers differ: some paths one hop longer
