@@ -63,7 +63,8 @@ def convert_doc(doc: dict[str, Any]) -> list[PathvectorPeer]:
                     comms.append(std)
                 if lg is not None:
                     large.append(lg)
-            action = LIMIT_ACTIONS.get(str(opts.get("import-limit-violation", "disable")), LimitAction.TEARDOWN)
+            violation = str(opts.get("import-limit-violation", "disable"))
+            action = LIMIT_ACTIONS.get(violation, LimitAction.TEARDOWN)
             max_prefix = MaxPrefix(int(opts.get("import-limit4", 1_000_000)),
                                    int(opts.get("import-limit6", 300_000)), action) \
                 if opts.get("filter-max-prefix", True) else None
