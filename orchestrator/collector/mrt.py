@@ -911,9 +911,9 @@ class MrtReader:
             stats.announced += len(v)
         for v in withdraw.values():
             stats.withdrawn += len(v)
-        if not announce and alen == 0:
+        if not announce:
             attrs = None
-            if not wlen and a_end == len(msg):
+            if not alen and not wlen and a_end == len(msg):
                 eor = ipv4
         return Bgp4mpUpdate(ts, peer_ip, peer_as, local_ip, local_as, announce, withdraw, attrs, nh4,
                             path_ids, wpath_ids, eor)

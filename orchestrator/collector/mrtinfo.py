@@ -129,6 +129,7 @@ def summarize(path: str | os.PathLike[str]) -> dict[str, Any]:
         "prefixes": {"ipv4": len(p4), "ipv6": len(p6)},
         "attr_sets": len({a for a in all_attrs.values()}),
         "peers_seen": len(peer_rows),
+        "peers_with_updates": sum(1 for r in peer_rows if r.get("updates")),
         "peers": peer_rows,
         "time": {
             "first": _iso(stats.min_timestamp),
@@ -167,7 +168,8 @@ def format_summary(info: dict[str, Any], max_peers: int = 20) -> str:
     lines.append(f"attr sets   {info['attr_sets']:,}")
     t = info["time"]
     lines.append(f"time        {t['first']} .. {t['last']}")
-    lines.append(f"peers       {info['peers_seen']}")
+    lines.append(f"peers       {info['peers_seen']} ({info['peers_with_updates']} sent UPDATEs)"
+                 if info["updates"] else f"peers       {info['peers_seen']}")
     for row in info["peers"][:max_peers]:
         parts = [f"  {row['ip']:<40} AS{row['as']:<10}"]
         if "entries" in row:
