@@ -237,6 +237,8 @@ class Decoder:
             return []
         if kind == "notification":
             return self._notification(obj)
+        if type(kind) is not str:
+            raise TypeError(kind)
         return []  # negotiated, keepalive, refresh, operational: not used
 
     def _state(self, neighbor: dict[str, Any]) -> list[SpeakerEvent]:

@@ -238,7 +238,8 @@ class ExaBGPSpeaker:
         """ExaBGP's own log lines → structlog, rate limited at INFO."""
         while line := await stream.readline():
             text = line.decode("utf-8", "replace").rstrip()
-            if not text:
+            if not text or text.startswith("advice "):  # "environment file missing": expected
+                self.log.debug("exabgp_log", line=text)
                 continue
             now = time.monotonic()
             start, logged, suppressed = self._log_window

@@ -121,7 +121,7 @@ def render_env(pipename: str = "peerctl") -> dict[str, str]:
         "exabgp.api.cli": "false",
         "exabgp.api.pipename": pipename,
         "exabgp.api.encoder": "json",
-        "exabgp.api.compact": "false",
+        "exabgp.api.compact": "true",  # NLRI as plain strings: fewer bytes for ExaBGP and us
         "exabgp.api.respawn": "false",
         "exabgp.api.terminate": "true",
         "exabgp.tcp.bind": "",

@@ -25,7 +25,9 @@ class Bird:
     proc: subprocess.Popen[bytes]
 
     def cmd(self, *args: str) -> str:
-        out = subprocess.run(["birdc", "-s", str(self.sock), *args], capture_output=True, text=True, timeout=10)
+        out = subprocess.run(
+            ["birdc", "-s", str(self.sock), *args], capture_output=True, text=True, timeout=10
+        )
         return out.stdout
 
 
@@ -69,8 +71,11 @@ protocol bgp peerctl {{
 """
     )
     sock = tmp / "bird.ctl"
-    proc = subprocess.Popen(["bird", "-f", "-c", str(conf), "-s", str(sock), "-P", str(tmp / "bird.pid")],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        ["bird", "-f", "-c", str(conf), "-s", str(sock), "-P", str(tmp / "bird.pid")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     deadline = time.monotonic() + 5
     while not sock.exists():
         if proc.poll() is not None or time.monotonic() > deadline:

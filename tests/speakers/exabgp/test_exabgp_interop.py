@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import time
@@ -56,14 +57,14 @@ class Collector:
             if remaining <= 0:
                 raise AssertionError(f"timed out waiting for {what}; events: {self.events[-10:]}")
             self.changed.clear()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.changed.wait(), remaining)
-            except TimeoutError:
-                pass
 
     def count(self, kind: type, since: int = 0, **match: Any) -> int:
         return sum(
-            1 for e in self.events[since:] if isinstance(e, kind) and all(getattr(e, k) == v for k, v in match.items())
+            1
+            for e in self.events[since:]
+            if isinstance(e, kind) and all(getattr(e, k) == v for k, v in match.items())
         )
 
 
@@ -104,7 +105,9 @@ async def _scenario(bird_factory: Any, tmp_path: Path) -> None:
         assert col.table[Family.IPV6][parse_prefix("2001:db8:1::/48")[1]].next_hop == "2001:db8::50"
 
         # commands: announce one route and see BIRD import it; the ack comes back
-        await speaker.send("announce route 198.51.100.0/24 next-hop 127.0.50.11 as-path [ 65001 ] community [ 65001:9 ]")
+        await speaker.send(
+            "announce route 198.51.100.0/24 next-hop 127.0.50.11 as-path [ 65001 ] community [ 65001:9 ]"
+        )
         for _ in range(100):
             if "198.51.100.0/24" in bird.cmd("show", "route", "198.51.100.0/24"):
                 break
@@ -119,8 +122,12 @@ async def _scenario(bird_factory: Any, tmp_path: Path) -> None:
         assert pid is not None
         mark = len(col.events)
         os.kill(pid, signal.SIGKILL)
-        await col.wait_for(lambda: col.count(PeerDown, mark, reason=DownReason.SPEAKER_EXITED) == 1, 10, "PeerDown")
-        await col.wait_for(lambda: col.count(PeerUp, mark) == 1 and full() and eors(mark), 30, "table after restart")
+        await col.wait_for(
+            lambda: col.count(PeerDown, mark, reason=DownReason.SPEAKER_EXITED) == 1, 10, "PeerDown"
+        )
+        await col.wait_for(
+            lambda: col.count(PeerUp, mark) == 1 and full() and eors(mark), 30, "table after restart"
+        )
         assert speaker.restarts == 1 and speaker.pid not in (None, pid)
         assert col.count(PeerDown, mark) == 1  # no second PeerDown for the same loss
     finally:
