@@ -85,7 +85,10 @@ def test_feeder_to_bird(tmp_path: Path, feeder: tuple[subprocess.Popen[bytes], P
                                  capture_output=True, text=True).stdout  # fmt: skip
             return " ".join(line.strip() for line in out.splitlines() if "Routes:" in line)
 
-        want = f"Routes: {N4} imported, 1 exported, {N4} preferred Routes: {N6} imported, 0 exported, {N6} preferred"
+        want = (
+            f"Routes: {N4} imported, 1 exported, {N4} preferred "
+            f"Routes: {N6} imported, 0 exported, {N6} preferred"
+        )
         _wait(
             lambda: " ".join(counts().split()) == " ".join(want.split()),
             40,
