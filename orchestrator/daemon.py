@@ -1,0 +1,400 @@
+"""The daemon: one RIB task fed by supervised speakers; FIB, API and lab around it.
+
+Theory of operation
+-------------------
+Every peer in the config gets a speaker (ExaBGP by default, native when ``speaker = "native"``). A
+speaker turns its BGP session into ``speakers.events`` and awaits ``Daemon.emit`` for each, which puts
+the event on one bounded queue. When the queue is full, ``emit`` blocks, the speaker stops reading its
+pipe or socket, and the peer slows down: backpressure instead of unbounded buffering.
+
+One task, ``_rib_loop``, is the only writer of RIB state. It takes events in batches, runs the import
+policy, applies them to the RIB, and hands every best-path change to the FIB writer (if any) and to
+change subscribers (stream, collector). Between batches it yields, so API handlers (which read the RIB
+directly; they run between batches and so see a consistent RIB) stay responsive.
+
+Reload parses the new config first; if it fails the old one stays. Otherwise it diffs the peers: removed
+and changed peers' speakers stop (their paths leave the RIB), added and changed peers' speakers start,
+unchanged peers are not touched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import signal
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+from orchestrator.config import Config, PeerConfig, SpeakerKind, diff_peers, load_config
+from orchestrator.errors import OrchestratorError
+from orchestrator.log import get_logger
+from orchestrator.rib.decide import DecisionOptions
+from orchestrator.rib.prefix import Family
+from orchestrator.rib.table import BestChange, PeerInfo, Rib
+from orchestrator.status import PeerStatus
+from speakers.events import (
+    DownReason,
+    EndOfRib,
+    Notification,
+    PeerDown,
+    PeerUp,
+    SessionState,
+    SpeakerEvent,
+    Update,
+)
+
+EVENT_QUEUE_SIZE = 512  # events (each up to a few hundred prefixes)
+BATCH_EVENTS = 64  # events applied before yielding to the loop
+
+ChangeSubscriber = Callable[[list[BestChange]], None]
+EventListener = Callable[[float, SpeakerEvent], None]  # (wall-clock time, event), before the RIB applies it
+
+
+class Speaker(Protocol):
+    """What the daemon needs of any speaker (ExaBGP process, native session)."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def send(self, command: str) -> None: ...
+
+    @property
+    def restarts(self) -> int: ...
+
+
+class Daemon:
+    """Owns the config, the RIB, the speakers, the FIB writer and the lab feeders."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.log = get_logger()
+        self.rib = Rib(DecisionOptions(always_compare_med=config.decision.always_compare_med))
+        self.events: asyncio.Queue[SpeakerEvent] = asyncio.Queue(EVENT_QUEUE_SIZE)
+        self.speakers: dict[str, Speaker] = {}
+        self.status: dict[str, PeerStatus] = {}
+        self.subscribers: list[ChangeSubscriber] = []
+        self.event_listeners: list[EventListener] = []
+        self.fib: Any = None  # orchestrator.fib.writer.FibWriter when fib.mode != off
+        self.lab: Any = None  # orchestrator.lab.runner.LabRunner when lab.enabled
+        self.started_at = time.time()
+        self.stopping = asyncio.Event()
+        self._rib_task: asyncio.Task[None] | None = None
+        self._reload_lock = asyncio.Lock()
+        self.runtime_dir = config.runtime.dir
+
+    # -- life cycle -------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start FIB, RIB task, lab feeders and speakers. Raises OrchestratorError on a fatal problem."""
+        self.runtime_dir.mkdir(parents=True, exist_ok=True)
+        # Bulk loads of full tables: the cyclic GC costs ~40% with default thresholds (DESIGN.md).
+        gc.freeze()
+        gc.set_threshold(200_000, 50, 100)
+        if self.config.fib.mode.value != "off":
+            from orchestrator.fib.writer import FibWriter
+
+            self.fib = FibWriter(self.config.fib, self.config.local, self.log.bind(component="fib"))
+            await self.fib.start()
+        self._rib_task = asyncio.create_task(self._rib_loop(), name="rib")
+        if self.config.lab.enabled:
+            from orchestrator.lab.runner import LabRunner
+
+            self.lab = LabRunner(self.config, self.runtime_dir / "lab", self.log.bind(component="lab"))
+            await self.lab.start()
+        for peer in self.config.peers:
+            await self._start_peer(peer)
+        self.log.info(
+            "daemon_started",
+            peers=len(self.config.peers),
+            api=f"{self.config.api.host}:{self.config.api.port}",
+        )
+
+    async def stop(self) -> None:
+        """Stop the FIB writer first (kernel routes stay: a restart must not blackhole), then the
+        speakers (paths leave the RIB) and the lab."""
+        if self.fib is not None:
+            fib, self.fib = self.fib, None
+            await fib.stop()
+        for name in list(self.speakers):
+            await self._stop_peer(name)
+        if self.lab is not None:
+            await self.lab.stop()
+        await self._drain_events()
+        if self._rib_task is not None:
+            self._rib_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._rib_task
+        self.log.info("daemon_stopped")
+
+    async def _drain_events(self, timeout: float = 5.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not self.events.empty() and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+
+    # -- peers ------------------------------------------------------------------------------------
+
+    def _make_speaker(self, peer: PeerConfig) -> Speaker:
+        log = self.log.bind(peer=peer.name)
+        if peer.speaker is SpeakerKind.NATIVE:
+            from speakers.native.speaker import NativeSpeaker
+
+            native: Speaker = NativeSpeaker(peer, self.config.local, self.emit, log)
+            return native
+        from speakers.exabgp.process import ExaBGPSpeaker
+
+        exa: Speaker = ExaBGPSpeaker(peer, self.config.local, self.runtime_dir, self.emit, log)
+        return exa
+
+    async def _start_peer(self, peer: PeerConfig) -> None:
+        self.rib.add_peer(
+            PeerInfo(
+                name=peer.name,
+                peer_as=peer.peer_as,
+                address=peer.neighbor,
+                local_as=self.config.local.asn,
+                local_pref=peer.local_pref,
+            )
+        )
+        self.status[peer.name] = PeerStatus(state="connect", since=time.monotonic())
+        speaker = self._make_speaker(peer)
+        self.speakers[peer.name] = speaker
+        await speaker.start()
+
+    async def _stop_peer(self, name: str) -> None:
+        speaker = self.speakers.pop(name, None)
+        if speaker is not None:
+            await speaker.stop()
+        await self._drain_events()
+        self._publish(self.rib.peer_down(name))
+
+    async def _remove_peer(self, name: str) -> None:
+        await self._stop_peer(name)
+        self._publish(self.rib.remove_peer(name))
+        self.status.pop(name, None)
+
+    async def reload(self, path: Path | None = None) -> dict[str, list[str]]:
+        """Re-read the config and apply peer changes. Raises ConfigError (old config kept)."""
+        async with self._reload_lock:
+            new = load_config(path or self.config.path)
+            diff = diff_peers(self.config, new)
+            for name in diff.removed:
+                await self._remove_peer(name)
+            for peer in diff.changed:
+                await self._remove_peer(peer.name)
+            self.config = new
+            for peer in (*diff.added, *diff.changed):
+                await self._start_peer(peer)
+            summary = {
+                "added": [p.name for p in diff.added],
+                "removed": list(diff.removed),
+                "changed": [p.name for p in diff.changed],
+                "unchanged": list(diff.unchanged),
+            }
+            self.log.info("config_reloaded", **summary)
+            return summary
+
+    # -- events -----------------------------------------------------------------------------------
+
+    async def emit(self, event: SpeakerEvent) -> None:
+        """Called by speakers for every event; blocks when the RIB is behind (backpressure)."""
+        await self.events.put(event)
+
+    async def _rib_loop(self) -> None:
+        queue = self.events
+        while True:
+            event = await queue.get()
+            changes: list[BestChange] = []
+            self._apply(event, changes)
+            for _ in range(BATCH_EVENTS):
+                try:
+                    event = queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    break
+                self._apply(event, changes)
+            if changes:
+                self._publish(changes)
+            await asyncio.sleep(0)
+
+    def _apply(self, event: SpeakerEvent, changes: list[BestChange]) -> None:
+        """Apply one speaker event to the RIB and the peer status. Never raises for bad events."""
+        status = self.status.get(event.peer)
+        if status is None:  # a late event from a peer removed by reload
+            return
+        if self.event_listeners:
+            now = time.time()
+            for listener in self.event_listeners:
+                listener(now, event)
+        match event:
+            case Update():
+                status.updates += 1
+                status.announced += len(event.announce)
+                status.withdrawn += len(event.withdraw)
+                self.rib.update(
+                    event.peer, event.family, event.attrs, event.announce, event.withdraw, changes
+                )
+            case PeerUp():
+                status.state = "established"
+                status.since = status.established_at = time.monotonic()
+                status.router_id = event.router_id
+                status.end_of_rib.clear()
+                changes.extend(self.rib.peer_up(event.peer, event.router_id))
+                self.log.info("peer_up", peer=event.peer, peer_as=event.peer_as, router_id=event.router_id)
+            case PeerDown():
+                was_up = status.state == "established"
+                status.state = "down" if event.reason is not DownReason.ADMIN_SHUTDOWN else "stopped"
+                status.since = time.monotonic()
+                status.established_at = None
+                status.last_error = (
+                    f"{event.reason.value}: {event.detail}" if event.detail else event.reason.value
+                )
+                if event.reason is DownReason.SPEAKER_EXITED:
+                    status.speaker_restarts += 1
+                if was_up:
+                    status.flaps += 1
+                changes.extend(self.rib.peer_down(event.peer))
+                self.log.info("peer_down", peer=event.peer, reason=event.reason.value, detail=event.detail)
+            case EndOfRib():
+                status.end_of_rib.add(event.family)
+                self.log.info("end_of_rib", peer=event.peer, afi_safi=event.family.value)
+            case Notification():
+                direction = "sent" if event.sent else "received"
+                status.last_error = (
+                    f"notification {direction} ({event.code},{event.subcode}) {event.message}".strip()
+                )
+                self.log.info(
+                    "notification",
+                    peer=event.peer,
+                    code=event.code,
+                    subcode=event.subcode,
+                    direction=direction,
+                    reason=event.message,
+                )
+            case SessionState():
+                if status.state != "established" or event.state != "connected":
+                    status.state = event.state
+                    status.since = time.monotonic()
+
+    def _publish(self, changes: list[BestChange]) -> None:
+        if not changes:
+            return
+        if self.fib is not None:
+            submit = self.fib.submit
+            for change in changes:
+                new = change.new
+                if new is None:
+                    submit(change.family, change.key, None, None)
+                else:
+                    submit(change.family, change.key, new.next_hop, new.peer)
+        for subscriber in self.subscribers:
+            subscriber(changes)
+
+    # -- views for the API ------------------------------------------------------------------------
+
+    def established(self) -> int:
+        return sum(1 for s in self.status.values() if s.state == "established")
+
+    def loading(self) -> bool:
+        """True until every established peer has sent End-of-RIB for all its families."""
+        for peer in self.config.peers:
+            st = self.status.get(peer.name)
+            if st is None or st.state != "established" or not set(peer.families) <= st.end_of_rib:
+                return True
+        return False
+
+
+def run_daemon(config: Config, *, progress: bool) -> int:
+    """Run until SIGINT/SIGTERM. SIGHUP reloads. Returns the process exit code."""
+    return asyncio.run(_main(config, progress=progress))
+
+
+async def _main(config: Config, *, progress: bool) -> int:
+    from orchestrator.api.app import ApiServer
+
+    log = get_logger()
+    daemon = Daemon(config)
+    loop = asyncio.get_running_loop()
+    api = ApiServer(daemon)
+    try:
+        await api.start()  # first, so a port clash fails before anything else starts
+        await daemon.start()
+    except OrchestratorError as exc:
+        log.error("start_failed", reason=str(exc))
+        print(f"peerctl: {exc}", file=sys.stderr)
+        await daemon.stop()
+        await api.stop()
+        return 2
+    except OSError as exc:
+        log.error("start_failed", reason=str(exc))
+        print(f"peerctl: cannot start: {exc}", file=sys.stderr)
+        await daemon.stop()
+        await api.stop()
+        return 2
+
+    def request_reload() -> None:
+        async def do() -> None:
+            try:
+                await daemon.reload()
+            except OrchestratorError as exc:
+                log.error("reload_failed", reason=str(exc))
+
+        _keep(asyncio.create_task(do()))
+
+    loop.add_signal_handler(signal.SIGHUP, request_reload)
+    loop.add_signal_handler(signal.SIGTERM, daemon.stopping.set)
+    loop.add_signal_handler(signal.SIGINT, daemon.stopping.set)
+    bar = asyncio.create_task(_progress(daemon)) if progress else None
+    await daemon.stopping.wait()
+    log.info("daemon_stopping")
+    if bar is not None:
+        bar.cancel()
+    await daemon.stop()
+    await api.stop()
+    return 0
+
+
+_background: set[asyncio.Task[Any]] = set()
+
+
+def _keep(task: asyncio.Task[Any]) -> None:
+    _background.add(task)
+    task.add_done_callback(_background.discard)
+
+
+async def _progress(daemon: Daemon) -> None:
+    """A one-line progress display on the terminal while tables load."""
+    out = sys.stderr
+    expected = 0
+    if daemon.lab is not None:
+        expected = daemon.lab.expected_paths()
+    started = time.monotonic()
+    while True:
+        await asyncio.sleep(0.5)
+        counts = daemon.rib.counts()
+        paths = sum(counts["families"][f.short]["paths"] for f in Family)
+        prefixes = sum(counts["families"][f.short]["prefixes"] for f in Family)
+        rate = paths / max(time.monotonic() - started, 1e-3)
+        if expected:
+            done = min(paths / expected, 1.0)
+            filled = int(done * 30)
+            bar = "#" * filled + "." * (30 - filled)
+            line = (
+                f"\r[{bar}] {done:6.1%} {paths:,}/{expected:,} paths, {prefixes:,} prefixes, {rate:,.0f}/s "
+            )
+        else:
+            line = f"\rloading: {paths:,} paths, {prefixes:,} prefixes, {rate:,.0f} paths/s "
+        out.write(line + f"peers up {daemon.established()}/{len(daemon.config.peers)}")
+        out.flush()
+        if not daemon.loading():
+            out.write(
+                f"\rtables loaded: {paths:,} paths, {prefixes:,} prefixes "
+                f"in {time.monotonic() - started:.1f} s"
+                + " " * 30
+                + "\n"
+            )
+            out.flush()
+            return
