@@ -10,7 +10,11 @@ our commands: ``done`` / ``error`` acks (``exabgp.api.ack=true``) and, rarely, t
   line waits for the next feed. ``next_event()`` returns the next event or ``NEED_DATA``.
 * Acks never reach the consumer: each releases one slot of the command window. Commands are queued
   with ``command()`` / ``announce()`` / ``withdraw()`` and pulled by the I/O edge with
-  ``commands_to_send()``, which hands out at most ``max_in_flight`` unacknowledged commands. ExaBGP
+  ``commands_to_send()``, which hands out at most ``max_in_flight`` unacknowledged commands. Every
+  command gets exactly one answer, but not always in order: an unknown command is refused at once
+  while ``announce``/``withdraw`` are answered from ExaBGP's scheduler later (see the recorded
+  ``error`` before ``done`` in the golden acks file). The window counts answers, which is exact;
+  naming the failed command assumes FIFO, exact among announces/withdraws only. ExaBGP
   5.0.15 rescans its whole pending-command queue on every loop turn, so a bounded window is ~5x
   faster than writing everything at once (EXABGP.md) and keeps its memory flat.
 * The BGP session state is a table, ``TRANSITIONS[state][input]``. Inputs are derived from the
@@ -306,7 +310,7 @@ class ExaBGPSession:
                 self.acks_ok += 1
             else:
                 self.acks_error += 1
-                self.log.error("exabgp_command_failed", command=command)
+                self.log.error("exabgp_command_failed", likely_command=command)
             if command is None:
                 self.log.warning("exabgp_unexpected_ack", answer=text.decode("ascii", "replace"))
         elif text:
