@@ -93,18 +93,19 @@ def gen_vrps(updates: list[tuple[Attributes, list[int]]], n: int, seed: int) -> 
     return VrpTable(vrps)
 
 
-def run(chain: ImportChain, ctx: PeerContext, updates: list[tuple[Attributes, list[int]]]) -> tuple[float, int]:
+def run(chain: ImportChain, ctx: PeerContext,
+        updates: list[tuple[Attributes, list[int]]]) -> tuple[float, int]:
     gc.disable()
     try:
         accepted = 0
         count = 0
-        t0 = time.perf_counter()
+        t0 = time.process_time()  # CPU time: the 2 cores are shared with other benchmarks
         for attrs, keys in updates:
             res = chain.evaluate_update(ctx, Family.IPV4, attrs, keys, count)
             for _, ks in res.accepted:
                 accepted += len(ks)
             count = accepted
-        return time.perf_counter() - t0, accepted
+        return time.process_time() - t0, accepted
     finally:
         gc.enable()
 
@@ -114,14 +115,14 @@ def run_reference(chain: ImportChain, ctx: PeerContext, updates: list[tuple[Attr
     gc.disable()
     try:
         n = 0
-        t0 = time.perf_counter()
+        t0 = time.process_time()
         for attrs, keys in updates:
             for k in keys:
                 chain.policy.evaluate(Route(Family.IPV4, k, attrs), ctx)
                 n += 1
             if n >= limit:
                 break
-        return time.perf_counter() - t0, n
+        return time.process_time() - t0, n
     finally:
         gc.enable()
 
@@ -167,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
             secs, accepted = run(chain, ctx, updates)
             best = min(best, secs)
         secs = best
-        results[name] = {"seconds": round(secs, 3), "us_per_prefix": round(secs / n * 1e6, 3),
+        results[name] = {"cpu_seconds": round(secs, 3), "us_per_prefix": round(secs / n * 1e6, 3),
                          "prefixes_per_s": round(n / secs), "accepted": accepted}
     ref_n = min(n, 100_000)
     secs, done = run_reference(full, ctx, updates, ref_n)

@@ -16,7 +16,8 @@ from policies.irr import IrrCache, load_prefix_file
 from policies.model import LimitAction, PeerContext, Route, Verdict
 from policies.rules import ImportRules, build_import_chain
 
-GOOD = '{"NN": [{"prefix": "8.8.8.0/24", "exact": true}, {"prefix": "8.8.0.0/16", "exact": false, "less-equal": 24}]}'
+GOOD = ('{"NN": [{"prefix": "8.8.8.0/24", "exact": true}, '
+        '{"prefix": "8.8.0.0/16", "exact": false, "less-equal": 24}]}')
 
 
 def script(tmp_path: Path, name: str, body: str) -> str:
@@ -49,14 +50,15 @@ def test_prefix_file(tmp_path: Path) -> None:
     (tmp_path / "b.json").write_text(GOOD)
     assert len(load_prefix_file(tmp_path / "a.txt")) == len(load_prefix_file(tmp_path / "b.json")) == 2
     (tmp_path / "c.txt").write_text("8.8.8.0/24\nbad\n")
-    with pytest.raises(ValueError, match="c.txt: line 2"):
+    with pytest.raises(ValueError, match=r"c\.txt: line 2"):
         load_prefix_file(tmp_path / "c.txt")
 
 
 def test_peer_policy_config() -> None:
     pp = parse_peer_policy({"import": {"max4": 23, "communities": ["65000:1"]},
                             "max_prefix": {"ipv4": 10, "action": "restart", "restart_after": 60},
-                            "irr": {"as_set": "AS-FOO"}, "rpki": {"vrp_file": "/v.json", "not_found": "reject"},
+                            "irr": {"as_set": "AS-FOO"},
+                            "rpki": {"vrp_file": "/v.json", "not_found": "reject"},
                             "dampening": {"half_life": 600}, "export": "all"}, kind=PeerKind.IXP_PEER)
     assert pp.import_rules.max4 == 23 and pp.import_rules.transit_asns
     assert pp.import_rules.max_prefix is not None and pp.import_rules.max_prefix.action is LimitAction.RESTART

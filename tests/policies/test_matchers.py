@@ -105,7 +105,8 @@ def test_bgpq4_json_and_lines() -> None:
 
 
 def test_vrp_json() -> None:
-    vrps = parse_vrp_json('{"roas": [{"asn": "AS13335", "prefix": "1.1.1.0/24", "maxLength": 24, "ta": "apnic"},'
+    vrps = parse_vrp_json('{"roas": [{"asn": "AS13335", "prefix": "1.1.1.0/24", "maxLength": 24, '
+                          '"ta": "apnic"},'
                           ' {"asn": 13335, "prefix": "2606:4700::/32", "maxLength": 48}]}')
     t = VrpTable(vrps)
     from orchestrator.rib.prefix import parse_prefix

@@ -41,7 +41,8 @@ def attrs(*path: int, nh: str = NB4, as_set: tuple[int, ...] = ()) -> Attributes
 
 U, RS, IXP = PeerKind.UPSTREAM, PeerKind.ROUTE_SERVER, PeerKind.IXP_PEER
 A, R = Verdict.ACCEPT, Verdict.REJECT
-VRPS = VrpTable([Vrp(*parse_prefix("1.1.1.0/24"), 24, 13335), Vrp(*parse_prefix("2606:4700::/32"), 48, 13335)])
+VRPS = VrpTable([Vrp(*parse_prefix("1.1.1.0/24"), 24, 13335),
+                 Vrp(*parse_prefix("2606:4700::/32"), 48, 13335)])
 IRR = PrefixList([parse_entry("1.1.1.0/24"), parse_entry("8.8.0.0/16 le 24")])
 
 TABLE = [
