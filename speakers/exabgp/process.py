@@ -210,17 +210,37 @@ class ExaBGPSpeaker:
                 session.feed(data)
                 await self._emit_pending()
                 self._flush_commands()
-                if session.restart_requested and self._proc is not None and self._proc.returncode is None:
+                if session.restart_requested:
                     session.restart_requested = False
-                    self.log.error("exabgp_restart_requested", error=str(session.last_error))
-                    self._proc.terminate()
+                    self._restart_process(f"protocol error: {session.last_error}")
         except ConnectionError:
             pass
         finally:
-            if self._writer is writer:
+            current = self._writer is writer
+            if current:
                 self._writer = None
             writer.close()
             done.set()
+            # ExaBGP 5.0.15 does not exit when its API process dies (with respawn off it logs
+            # "EXABGP MISBEHAVED" and runs on, deaf): a lost relay means restarting ExaBGP.
+            if current and not self._stopping:
+                self._restart_process("relay connection lost")
+
+    def _restart_process(self, why: str) -> None:
+        """SIGTERM the running ExaBGP (the supervisor restarts it), SIGKILL if it lingers."""
+        proc = self._proc
+        if proc is None or proc.returncode is not None:
+            return
+        self.log.error("exabgp_restarting", reason=why, pid=proc.pid)
+        with contextlib.suppress(ProcessLookupError):
+            proc.terminate()
+        loop = asyncio.get_running_loop()
+        loop.call_later(self.stop_timeout, self._kill_if_alive, proc)
+
+    def _kill_if_alive(self, proc: asyncio.subprocess.Process) -> None:
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
 
     async def _emit_pending(self) -> None:
         for event in self.session.events():

@@ -138,3 +138,33 @@ async def _scenario(bird_factory: Any, tmp_path: Path) -> None:
     if was_up:
         downs = [e for e in col.events[mark:] if isinstance(e, PeerDown)]
         assert [d.reason for d in downs] == [DownReason.ADMIN_SHUTDOWN]
+
+
+def test_lost_relay_restarts_exabgp(tmp_path: Path) -> None:
+    """ExaBGP 5.0.15 keeps running, deaf, when its API process dies: we restart it ourselves."""
+
+    async def scenario() -> None:
+        peer = PeerConfig(
+            name="deaf50", kind=PeerKind.UPSTREAM, neighbor="127.0.50.99", peer_as=65002,
+            local_address="127.0.50.98", port=11199,
+        )  # fmt: skip
+        col = Collector()
+        speaker = ExaBGPSpeaker(
+            peer, LocalConfig(65001, "127.0.50.98"), tmp_path, col.emit, structlog.get_logger()
+        )
+        try:
+            await speaker.start()
+            deadline = time.monotonic() + 15
+            while speaker._writer is None:  # the relay connected back
+                assert time.monotonic() < deadline, "relay never connected"
+                await asyncio.sleep(0.05)
+            first = speaker.pid
+            speaker._writer.close()
+            while speaker.restarts == 0 or speaker.pid in (None, first):
+                assert time.monotonic() < deadline, "ExaBGP was not restarted"
+                await asyncio.sleep(0.05)
+        finally:
+            await speaker.stop()
+        assert speaker.pid is None
+
+    asyncio.run(scenario())
