@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import os
 import signal
 import sys
@@ -36,6 +37,12 @@ BACKOFF_MAX = 60.0
 STABLE_AFTER = 60.0
 LOG_BURST = 20  # ExaBGP log lines at INFO per LOG_WINDOW, then a summary
 LOG_WINDOW = 10.0
+
+
+def _die_with_parent() -> None:
+    """In the child: SIGTERM when peerctl dies, so no ExaBGP outlives us (Linux prctl)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 class ExaBGPSpeaker:
@@ -163,7 +170,7 @@ class ExaBGPSpeaker:
         proc = self._proc = await asyncio.create_subprocess_exec(
             str(self.exabgp), str(self.dir / "exabgp.conf"),
             stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-            cwd=str(self.dir), env=env, start_new_session=True,
+            cwd=str(self.dir), env=env, start_new_session=True, preexec_fn=_die_with_parent,
         )  # fmt: skip
         self.log.info("exabgp_started", pid=proc.pid)
         assert proc.stdout is not None and proc.stderr is not None
