@@ -47,6 +47,8 @@ KNOWN_STATES: Final = (
     "stopped",
 )
 
+_clock = time.monotonic  # for the rate window; replaced in tests
+
 _NAME_RE: Final = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
 _LABEL_RE: Final = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 
@@ -212,8 +214,7 @@ def collect(daemon: Daemon, rates: RateWindow) -> list[MetricFamily]:
 
     counts = daemon.rib.counts()
     peer_counts: Mapping[str, Any] = counts.get("peers", {})
-    now = time.monotonic()
-    rates.observe(now, {name: st.updates for name, st in daemon.status.items()})
+    rates.observe(_clock(), {name: st.updates for name, st in daemon.status.items()})
     for peer in daemon.config.peers:
         name = peer.name
         st = daemon.status.get(name)
@@ -294,7 +295,7 @@ async def _sampler(app: web.Application) -> AsyncIterator[None]:
 
     async def loop() -> None:
         while True:
-            rates.observe(time.monotonic(), {name: st.updates for name, st in daemon.status.items()})
+            rates.observe(_clock(), {name: st.updates for name, st in daemon.status.items()})
             await asyncio.sleep(SAMPLE_INTERVAL_S)
 
     task = asyncio.create_task(loop(), name="metrics-sampler")
