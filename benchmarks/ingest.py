@@ -128,9 +128,8 @@ def start_feeder(workdir: Path, ipv4: int, ipv6: int, seed: int) -> subprocess.P
         "--ready-file",
         str(ready),
     ]
-    proc = subprocess.Popen(
-        argv, cwd=REPO, stdout=subprocess.DEVNULL, stderr=open(workdir / "feeder.log", "ab")
-    )
+    with (workdir / "feeder.log").open("ab") as log:
+        proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.DEVNULL, stderr=log)
     deadline = time.monotonic() + 30
     while not ready.exists():
         if proc.poll() is not None or time.monotonic() > deadline:
@@ -183,12 +182,8 @@ def run_exabgp_alone(workdir: Path, ipv4: int, ipv6: int, seed: int) -> dict[str
     env = {**os.environ, **render_env()}
     exabgp = str(Path(sys.executable).parent / "exabgp")
     t0 = time.monotonic()
-    proc = subprocess.Popen(
-        [exabgp, str(conf)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=open(workdir / "exabgp-alone.log", "ab"),
-    )
+    with (workdir / "exabgp-alone.log").open("ab") as log:
+        proc = subprocess.Popen([exabgp, str(conf)], env=env, stdout=subprocess.DEVNULL, stderr=log)
     try:
         deadline = t0 + 1800
         while not result.exists():
@@ -213,9 +208,8 @@ def run_exabgp_alone(workdir: Path, ipv4: int, ipv6: int, seed: int) -> dict[str
 
 
 async def _run_peerctl(workdir: Path, ipv4: int, ipv6: int, seed: int) -> dict[str, Any]:
-    from speakers.exabgp.process import ExaBGPSpeaker
-
     from orchestrator.daemon import Daemon
+    from speakers.exabgp.process import ExaBGPSpeaker
 
     config = Config(
         path=workdir / "bench.toml",
@@ -275,7 +269,6 @@ async def _run_peerctl(workdir: Path, ipv4: int, ipv6: int, seed: int) -> dict[s
 def rib_bytes_per_path(ipv4: int, ipv6: int, seed: int) -> float:
     """tracemalloc over the same generated table loaded straight into a RIB."""
     from orchestrator.lab.tablegen import generate_table
-
     from orchestrator.rib.decide import DecisionOptions
     from orchestrator.rib.table import PeerInfo, Rib
 

@@ -59,7 +59,10 @@ async def summary(request: web.Request) -> web.Response:
             "local": {"asn": d.config.local.asn, "router_id": d.config.local.router_id},
             "peers": {"total": len(d.config.peers), "established": d.established()},
             "rib": {
-                f.short: {"prefixes": counts["families"][f.short]["prefixes"], "paths": counts["families"][f.short]["paths"]}
+                f.short: {
+                    "prefixes": counts["families"][f.short]["prefixes"],
+                    "paths": counts["families"][f.short]["paths"],
+                }
                 for f in Family
             },
             "loading": d.loading(),
@@ -167,6 +170,8 @@ def build_app(daemon: Daemon) -> web.Application:
     r.add_get("/api/v1/routes/{prefix:.+}", route)
     r.add_get("/api/v1/fib", fib)
     r.add_post("/api/v1/reload", reload)
+    from orchestrator.api import metrics, stream  # noqa: F401  (they register their routes on import)
+
     for extra in _EXTENSIONS:
         extra(app)
     return app
