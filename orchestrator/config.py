@@ -20,10 +20,14 @@ import tomllib
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Final, TypeVar, cast
+from typing import TYPE_CHECKING, Final, TypeVar, cast
 
 from orchestrator.errors import ConfigError
 from orchestrator.rib.prefix import Family
+
+if TYPE_CHECKING:  # policies.config imports this module (PeerKind): parsed lazily in _load_peer
+    from policies.config import PeerPolicy
+    from policies.safety import SafetyRules
 
 
 class PeerKind(enum.Enum):
@@ -107,6 +111,9 @@ class PeerConfig:
     port: int = 179
     description: str = ""
     template: str | None = None
+    policy: PeerPolicy | None = None
+    """Import/export policy (issue 4); None when the peer sets no policy key: accept all, no
+    max-prefix (the import fast path)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +127,16 @@ class LabConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class AnnounceConfig:
+    """``[announce]``: how our own prefixes are sent (``orchestrator.announce``)."""
+
+    next_hop: str = "self"
+    """Next hop when an announcement names none (``self`` = the session's local address)."""
+    persist: bool = True
+    """Keep announcements in ``runtime.dir/announcements.json`` across restarts."""
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     path: Path
     local: LocalConfig
@@ -129,6 +146,9 @@ class Config:
     fib: FibConfig = field(default_factory=FibConfig)
     peers: tuple[PeerConfig, ...] = ()
     lab: LabConfig = field(default_factory=LabConfig)
+    safety: SafetyRules | None = None
+    """``[safety]``: PEERING announcement rules; None = no allocation, announcements refused."""
+    announce: AnnounceConfig = field(default_factory=AnnounceConfig)
 
     def peer(self, name: str) -> PeerConfig:
         for p in self.peers:
@@ -581,7 +601,11 @@ class _Section:
 
 # ---- the model -------------------------------------------------------------------------------------
 
-_TOP_KEYS: Final = ("local", "api", "runtime", "decision", "fib", "templates", "peers", "lab")
+_TOP_KEYS: Final = (
+    "local", "api", "runtime", "decision", "fib", "templates", "peers", "lab", "safety", "announce",
+)  # fmt: skip
+# Policy keys (issue 4), parsed by ``policies.config.parse_peer_policy``.
+_POLICY_KEYS: Final = ("import", "export", "max_prefix", "irr", "rpki", "dampening")
 _PEER_CONVERTERS: Final[Mapping[str, _Converter[object]]] = {
     "name": _name,
     "kind": _enum(PeerKind),
@@ -664,9 +688,14 @@ def _load_templates(ctx: _Ctx, value: object) -> dict[str, Mapping[str, object]]
         for key in data:
             if key in _NOT_IN_TEMPLATE:
                 raise ctx.error(_join(path, key), f"a template may not set {key}")
-        sec = _Section(ctx, path, data, [k for k in _PEER_CONVERTERS if k not in _NOT_IN_TEMPLATE])
+        allowed = [k for k in _PEER_CONVERTERS if k not in _NOT_IN_TEMPLATE] + list(_POLICY_KEYS)
+        sec = _Section(ctx, path, data, allowed)
         for key, item in data.items():  # type-check now, so an unused template is checked too
-            sec.convert(key, _PEER_CONVERTERS[key], item)
+            if key not in _POLICY_KEYS:
+                sec.convert(key, _PEER_CONVERTERS[key], item)
+        if any(k in data for k in _POLICY_KEYS):
+            kind = sec.get("kind", _enum(PeerKind), PeerKind.UPSTREAM)
+            _load_policy(ctx, path, data, kind, {})
         templates[name] = data
     return templates
 
@@ -675,7 +704,7 @@ def _load_peer(
     ctx: _Ctx, path: str, value: object, templates: Mapping[str, Mapping[str, object]]
 ) -> PeerConfig:
     own = _table(ctx, path, value)
-    _reject_unknown(ctx, path, own, _PEER_CONVERTERS)
+    _reject_unknown(ctx, path, own, [*_PEER_CONVERTERS, *_POLICY_KEYS])
     merged: dict[str, object] = dict(own)
     origins: dict[str, str] = {}
     if "template" in own:
@@ -714,6 +743,56 @@ def _load_peer(
         port=sec.get("port", _int(1, 65535), d.port),
         description=sec.get("description", _text, d.description),
         template=sec.opt("template", _name),
+        policy=_load_policy(ctx, path, merged, kind, origins)
+        if any(k in merged for k in _POLICY_KEYS)
+        else None,
+    )
+
+
+def _load_policy(
+    ctx: _Ctx, path: str, table: Mapping[str, object], kind: PeerKind, origins: Mapping[str, str]
+) -> PeerPolicy:
+    """The policy keys of a peer (or template) table; errors re-keyed to where each key was written."""
+    from policies.config import parse_peer_policy
+
+    try:
+        return parse_peer_policy(table, kind=kind, file=ctx.file, key_path=path, root=_root(ctx))
+    except ConfigError as exc:
+        raise ctx.error(_rebase(exc.key_path, path, origins), exc.message) from None
+
+
+def _root(ctx: _Ctx) -> Path:
+    return Path(ctx.file).absolute().parent
+
+
+def _rebase(key_path: str, base: str, origins: Mapping[str, str]) -> str:
+    """``peers[0].import.max4`` → ``templates.t.import.max4`` when ``import`` came from template t."""
+    if base and key_path.startswith(base + "."):
+        rest = key_path[len(base) + 1 :]
+        head, dot, tail = rest.partition(".")
+        if head in origins:
+            return origins[head] + dot + tail
+    return key_path
+
+
+def _load_safety(ctx: _Ctx, value: object, local_asn: int) -> SafetyRules:
+    from policies.config import parse_safety
+
+    try:
+        return parse_safety(_table(ctx, "safety", value), local_asn=local_asn, file=ctx.file, root=_root(ctx))
+    except ConfigError as exc:
+        raise ctx.error(exc.key_path, exc.message) from None
+
+
+def _load_announce(ctx: _Ctx, value: object) -> AnnounceConfig:
+    sec = _Section(ctx, "announce", _table(ctx, "announce", value), ("next_hop", "persist"))
+    d = AnnounceConfig()
+
+    def next_hop(v: object) -> str:
+        return "self" if v == "self" else _ip(None)(v)
+
+    return AnnounceConfig(
+        next_hop=sec.get("next_hop", next_hop, d.next_hop), persist=sec.get("persist", _bool, d.persist)
     )
 
 
@@ -809,7 +888,9 @@ def load_config(path: str | Path) -> Config:
     templates = _load_templates(ctx, data.get("templates", {}))
     peers = _load_peers(ctx, data.get("peers", []), templates)
     lab = _load_lab(ctx, data.get("lab", {}), peers)
-    return Config(source, local, api, runtime, decision, fib, peers, lab)
+    safety = _load_safety(ctx, data["safety"], local.asn) if "safety" in data else None
+    announce = _load_announce(ctx, data.get("announce", {}))
+    return Config(source, local, api, runtime, decision, fib, peers, lab, safety, announce)
 
 
 # ---- views and diffs --------------------------------------------------------------------------------
@@ -822,11 +903,15 @@ def _plain(value: object) -> object:
         return value.value
     if isinstance(value, Path):
         return str(value)
-    if isinstance(value, tuple | list):
+    if isinstance(value, float | int | str | bool) or value is None:
+        return value
+    if isinstance(value, tuple | list | frozenset):
         return [_plain(item) for item in value]
     if is_dataclass(value) and not isinstance(value, type):
         out: dict[str, object] = {}
         for f in fields(value):
+            if f.name.startswith("_"):  # derived indexes (SafetyRules._allocated)
+                continue
             item = getattr(value, f.name)
             out[f.name] = (REDACTED if item is not None else None) if f.name == "password" else _plain(item)
         return out
