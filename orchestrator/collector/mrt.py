@@ -784,7 +784,7 @@ class MrtReader:
                             yield rec
                     else:
                         stats.skipped[subtype_name(mtype, subtype)] += 1
-                except (_Corrupt, struct.error, IndexError, ValueError, KeyError, TypeError,
+                except (_Corrupt, struct.error, IndexError, ValueError, KeyError, TypeError, OSError,
                         OverflowError, UnicodeDecodeError, codec.BgpError) as exc:
                     if isinstance(exc, IndexError) and mtype == 13 and not peers:
                         msg = "RIB record before any PEER_INDEX_TABLE"

@@ -21,7 +21,8 @@ Path3 = tuple[int, Attributes, int]
 
 def sample_attrs(rng: random.Random, family: Family) -> Attributes:
     path_len = rng.randint(1, 6)
-    asns = tuple(rng.choice((rng.randint(1, 64511), rng.randint(131072, 4199999999))) for _ in range(path_len))
+    asns = tuple(rng.choice((rng.randint(1, 64511), rng.randint(131072, 4199999999)))
+                 for _ in range(path_len))
     as_path: tuple[tuple[int, tuple[int, ...]], ...] = ((AS_SEQUENCE, asns),)
     if rng.random() < 0.1:
         as_path += ((AS_SET, tuple(sorted({rng.randint(1, 65000) for _ in range(3)}))),)
@@ -42,12 +43,14 @@ def sample_attrs(rng: random.Random, family: Family) -> Attributes:
     )
 
 
-def sample_table(n: int, seed: int = 1, add_path: bool = False
-                 ) -> list[tuple[Family, int, list[tuple[int, Attributes, int] | tuple[int, Attributes, int, int]]]]:
+AnyPath = tuple[int, Attributes, int] | tuple[int, Attributes, int, int]
+
+
+def sample_table(n: int, seed: int = 1, add_path: bool = False) -> list[tuple[Family, int, list[AnyPath]]]:
     """``n`` prefixes (IPv4 and IPv6), 1-3 paths each, ~7 prefixes per attribute set."""
     rng = random.Random(seed)
     pools = {f: [sample_attrs(rng, f) for _ in range(max(1, n // 7))] for f in Family}
-    out: list[tuple[Family, int, list[tuple[int, Attributes, int] | tuple[int, Attributes, int, int]]]] = []
+    out: list[tuple[Family, int, list[AnyPath]]] = []
     seen: set[tuple[Family, int]] = set()
     while len(out) < n:
         family = Family.IPV4 if rng.random() < 0.8 else Family.IPV6
@@ -61,7 +64,7 @@ def sample_table(n: int, seed: int = 1, add_path: bool = False
             continue
         seen.add((family, key))
         peers = rng.sample(range(len(PEERS)), rng.randint(1, 3))
-        paths: list[tuple[int, Attributes, int] | tuple[int, Attributes, int, int]] = []
+        paths: list[AnyPath] = []
         for p in sorted(peers):
             attrs = rng.choice(pools[family])
             if add_path:
@@ -105,7 +108,8 @@ def update_lines(updates: list[Bgp4mpUpdate]) -> list[tuple[str, ...]]:
     return sorted(out)
 
 
-_WELL_KNOWN = {"no-export": "65535:65281", "no-advertise": "65535:65282", "no-export-subconfed": "65535:65283"}
+_WELL_KNOWN = {"no-export": "65535:65281", "no-advertise": "65535:65282",
+               "no-export-subconfed": "65535:65283"}
 
 
 def _norm_addr(text: str) -> str:

@@ -224,6 +224,6 @@ def test_same_routes_as_bgpdump(name: str) -> None:
     else:
         ours = update_lines([r for r in records if isinstance(r, Bgp4mpUpdate)])
     if name.endswith("64k_stream_overflow.gz"):  # bgpdump prints an IPv4-mapped next hop as hex
-        theirs = [t[:5] + (t[5].replace("::ffff:c100:38", "::ffff:193.0.0.56"),) + t[6:] for t in theirs]
+        theirs = [(*t[:5], t[5].replace("::ffff:c100:38", "::ffff:193.0.0.56"), *t[6:]) for t in theirs]
     assert len(ours) == len(theirs)
     assert ours == theirs

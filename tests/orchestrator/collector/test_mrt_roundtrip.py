@@ -94,7 +94,8 @@ def _update_stream() -> tuple[bytes, list[tuple]]:  # type: ignore[type-arg]
         chunks.append(w.update(1_700_000_001 + i, peer_ip, 64500, local_ip, 65000, family, announce, withdraw,
                                attrs))
         sent.append((family, announce, withdraw, attrs))
-    chunks.append(w.update(1_700_000_500, "192.0.2.1", 64500, "192.0.2.254", 65000, Family.IPV4, [], [], None))
+    chunks.append(w.update(1_700_000_500, "192.0.2.1", 64500, "192.0.2.254", 65000, Family.IPV4, [], [],
+                           None))
     return b"".join(chunks), sent
 
 
