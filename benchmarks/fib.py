@@ -232,7 +232,9 @@ def run_peerctl(keys: dict[Family, list[int]], batch: int) -> dict[str, float]:
 
 
 def _spare(fam: Family) -> int:
-    return key_from_parts(0xC6336400, 24, fam) if fam is Family.IPV4 else key_from_parts(0x3FFF << 112, 16, fam)
+    if fam is Family.IPV4:
+        return key_from_parts(0xC6336400, 24, fam)  # 198.51.100.0/24
+    return key_from_parts(0x3FFF << 112, 16, fam)  # 3fff::/16
 
 
 def main(argv: list[str] | None = None) -> int:

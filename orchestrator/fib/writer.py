@@ -183,7 +183,8 @@ class FibWriter:
         names = ", ".join(f"local.source{4 if f is Family.IPV4 else 6} = {a}" for f, a in missing)
         if not self.config.source_interface:
             raise KernelInstallError(
-                f"fib: {names} {'is' if len(missing) == 1 else 'are'} on no interface in {where}; the kernel refuses routes whose preferred "
+                f"fib: {names} {'is' if len(missing) == 1 else 'are'} on no interface in {where}; "
+                f"the kernel refuses routes whose preferred "
                 f"source is not local. Add the address, or set fib.source_interface = \"peerctl0\" to let "
                 f"peerctl create an interface holding it")
         self._create_source_interface(missing)

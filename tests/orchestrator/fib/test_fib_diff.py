@@ -56,7 +56,9 @@ def test_drain_family_matches_drain() -> None:
 
 
 def test_pure_module() -> None:
+    from pathlib import Path
+
     import orchestrator.fib.diff as mod
 
-    src = open(mod.__file__).read()
+    src = Path(mod.__file__).read_text()
     assert "import asyncio" not in src and "pyroute2" not in src.split('"""', 2)[2]

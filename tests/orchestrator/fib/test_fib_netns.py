@@ -56,8 +56,9 @@ def ip(ns: str, *args: str) -> str:
 
 def routes(ns: str, family: Family) -> dict[str, dict[str, Any]]:
     out = ip(ns, "-j", "-4" if family is Family.IPV4 else "-6", "route", "show", "table", str(TABLE))
-    return {r["dst"] if "/" in r["dst"] or r["dst"] == "default" else r["dst"] + ("/32" if family is Family.IPV4
-            else "/128"): r for r in json.loads(out or "[]")}
+    host = "/32" if family is Family.IPV4 else "/128"
+    return {r["dst"] if "/" in r["dst"] or r["dst"] == "default" else r["dst"] + host: r
+            for r in json.loads(out or "[]")}
 
 
 def cfg(ns: str, **kw: Any) -> FibConfig:
@@ -91,7 +92,8 @@ def test_install_replace_withdraw(ns: str) -> None:
         r4, r6 = routes(ns, Family.IPV4), routes(ns, Family.IPV6)
         assert len(r4) == 300 and len(r6) == 300
         r = r4["10.0.5.0/24"]
-        assert (r["gateway"], r["protocol"], r["metric"], r["prefsrc"]) == ("192.0.2.2", "201", 50, "192.0.2.1")
+        want = ("192.0.2.2", "201", 50, "192.0.2.1")
+        assert (r["gateway"], r["protocol"], r["metric"], r["prefsrc"]) == want
         r = r6["2a00:0:500::/40"]
         assert (r["gateway"], r["protocol"], r["metric"], r["prefsrc"]) == ("2001:db8::2", "201", 50,
                                                                             "2001:db8::1")
@@ -107,7 +109,8 @@ def test_install_replace_withdraw(ns: str) -> None:
         assert r4["10.0.5.0/24"]["gateway"] == "192.0.2.3"
         assert "10.0.6.0/24" not in r4 and "2a00:0:700::/40" not in r6
         st = w.status()
-        assert set(st) == {"netns", "table", "protocol", "mode", "installed", "pending", "errors", "last_error"}
+        keys = {"netns", "table", "protocol", "mode", "installed", "pending", "errors", "last_error"}
+        assert set(st) == keys
         assert st["installed"] == {"ipv4": 299, "ipv6": 299} and st["pending"] == 0 and st["errors"] == 0
         await w.stop()
         assert len(routes(ns, Family.IPV4)) == 299  # stop() leaves routes in place (graceful restart)
@@ -168,7 +171,8 @@ def test_per_route_errors(ns: str) -> None:
 def test_missing_source_is_explained(ns: str) -> None:
     async def go() -> None:
         w = FibWriter(cfg(ns, source_interface=""), LOCAL, NullLog(), reconcile_interval=0)
-        with pytest.raises(KernelInstallError, match=r"source4 = 192.0.2.1.* on no interface in netns.*source_interface"):
+        expected = r"source4 = 192.0.2.1.* on no interface in netns.*source_interface"
+        with pytest.raises(KernelInstallError, match=expected):
             await w.start()
 
     run(go())
