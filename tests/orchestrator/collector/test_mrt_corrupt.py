@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bz2
+import contextlib
 import gzip
 import struct
 from pathlib import Path
@@ -38,7 +39,8 @@ def _updates() -> bytes:
     for i in range(20):
         fam = Family.IPV4 if i % 2 else Family.IPV6
         peer, local = ("192.0.2.1", "192.0.2.254") if fam is Family.IPV4 else ("2001:db8::1", "2001:db8::fe")
-        key = (24 << 24) | (10 << 16) | (i << 8) if fam is Family.IPV4 else (48 << 48) | (0x20010DB8 << 16) | i
+        v4key = (24 << 24) | (10 << 16) | (i << 8)
+        key = v4key if fam is Family.IPV4 else (48 << 48) | (0x20010DB8 << 16) | i
         out.append(w.update(2.0 + i, peer, 64500, local, 65000, fam, [key], [key] if i % 4 == 0 else [],
                             sample_attrs(rng, fam), extended=bool(i % 3)))
     return b"".join(out)
@@ -150,10 +152,8 @@ def test_mutated_bytes_only_raise_mrt_error(sample: int, data: st.DataObject) ->
         i = data.draw(st.integers(0, len(raw) - 1))
         raw[i] = data.draw(st.integers(0, 255))
     blob = bytes(raw)
-    try:
+    with contextlib.suppress(MrtError):
         _drain(blob)
-    except MrtError:
-        pass
     reader = _drain(blob, errors="count")  # never raises in count mode
     for rec in read_mrt(SAMPLES[sample]):
         assert isinstance(rec, object)
@@ -163,10 +163,8 @@ def test_mutated_bytes_only_raise_mrt_error(sample: int, data: st.DataObject) ->
 @settings(max_examples=200, deadline=None)
 @given(blob=st.binary(max_size=300))
 def test_random_bytes_only_raise_mrt_error(blob: bytes) -> None:
-    try:
+    with contextlib.suppress(MrtError):
         _drain(blob)
-    except MrtError:
-        pass
     _drain(blob, errors="count")
 
 
