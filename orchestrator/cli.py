@@ -198,6 +198,9 @@ def _route_lines(route: dict[str, Any]) -> list[str]:
             extras.append("comm " + " ".join(path["communities"]))
         if path.get("large_communities"):
             extras.append("lcomm " + " ".join(path["large_communities"]))
+        if path.get("filtered"):
+            star = "x"
+            extras.append(f"filtered [{path['rule']}]")
         if path["best"]:
             why = f" [{path['reason']}]" if path.get("reason") else ""
             fib = " (installed)" if path.get("installed") else ""
@@ -211,7 +214,8 @@ def _route_lines(route: dict[str, Any]) -> list[str]:
 
 def cmd_routes(args: argparse.Namespace) -> int:
     if args.prefix:
-        data = api_call(args, "GET", "/api/v1/routes/" + urllib.parse.quote(args.prefix, safe="/:"))
+        path = "/api/v1/routes/" + urllib.parse.quote(args.prefix, safe="/:")
+        data = api_call(args, "GET", path + ("?filtered=1" if args.filtered else ""))
         if args.json:
             _print_json(data)
         else:
@@ -292,6 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--peer")
     p.add_argument("--family", choices=["ipv4", "ipv6"])
     p.add_argument("--limit", type=int)
+    p.add_argument("--filtered", action="store_true", help="also paths refused by import policies")
     add("fib", cmd_fib, "kernel FIB status")
     mrt = sub.add_parser("mrt", help="MRT files")
     mrt_sub = mrt.add_subparsers(dest="mrt_command", required=True, metavar="COMMAND")

@@ -31,6 +31,7 @@ from typing import Any, Protocol
 
 from orchestrator.config import Config, PeerConfig, SpeakerKind, diff_peers, load_config
 from orchestrator.errors import OrchestratorError
+from orchestrator.importer import ImportPolicies
 from orchestrator.log import get_logger
 from orchestrator.rib.decide import DecisionOptions
 from orchestrator.rib.prefix import Family
@@ -49,6 +50,7 @@ from speakers.events import (
 
 EVENT_QUEUE_SIZE = 512  # events (each up to a few hundred prefixes)
 BATCH_EVENTS = 64  # events applied before yielding to the loop
+GC_INTERVAL = 10.0  # seconds between young-generation collections (see _gc_loop)
 
 ChangeSubscriber = Callable[[list[BestChange]], None]
 EventListener = Callable[[float, SpeakerEvent], None]  # (wall-clock time, event), before the RIB applies it
@@ -84,23 +86,26 @@ class Daemon:
         self.started_at = time.time()
         self.stopping = asyncio.Event()
         self._rib_task: asyncio.Task[None] | None = None
+        self._gc_task: asyncio.Task[None] | None = None
         self._reload_lock = asyncio.Lock()
         self.runtime_dir = config.runtime.dir
+        # Import policies (issue 4): peers without a policy are absent and skip the chain entirely.
+        self.imports = ImportPolicies(config.local.asn)
+        self._tasks: set[asyncio.Task[Any]] = set()  # max-prefix restarts, dampening reuse
 
     # -- life cycle -------------------------------------------------------------------------------
 
     async def start(self) -> None:
         """Start FIB, RIB task, lab feeders and speakers. Raises OrchestratorError on a fatal problem."""
         self.runtime_dir.mkdir(parents=True, exist_ok=True)
-        # Bulk loads of full tables: the cyclic GC costs ~40% with default thresholds (DESIGN.md).
-        gc.freeze()
-        gc.set_threshold(200_000, 50, 100)
+        self._gc_task = asyncio.create_task(self._gc_loop(), name="gc")
         if self.config.fib.mode.value != "off":
             from orchestrator.fib.writer import FibWriter
 
             self.fib = FibWriter(self.config.fib, self.config.local, self.log.bind(component="fib"))
             await self.fib.start()
         self._rib_task = asyncio.create_task(self._rib_loop(), name="rib")
+        self._spawn(self._dampening_loop())
         if self.config.lab.enabled:
             from orchestrator.lab.runner import LabRunner
 
@@ -124,12 +129,36 @@ class Daemon:
             await self._stop_peer(name)
         if self.lab is not None:
             await self.lab.stop()
+        for task in list(self._tasks):
+            task.cancel()
         await self._drain_events()
+        if self._gc_task is not None:
+            self._gc_task.cancel()
         if self._rib_task is not None:
             self._rib_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._rib_task
         self.log.info("daemon_stopped")
+
+    async def _gc_loop(self) -> None:
+        """Cyclic GC on our schedule instead of the allocator's.
+
+        With automatic collection a full-table load spends most of its time in the collector
+        (DESIGN.md measured ~40%; here it was more), traversing millions of RIB containers that
+        can never be cyclic garbage. So automatic collection is off; every GC_INTERVAL the young
+        generations are collected (cheap: they hold only what was allocated since) and the
+        survivors are frozen, which keeps them out of later collections. RIB structures hold no
+        reference cycles, and their memory is freed by reference counting as usual.
+        """
+        gc.disable()
+        gc.freeze()
+        try:
+            while True:
+                await asyncio.sleep(GC_INTERVAL)
+                gc.collect(1)
+                gc.freeze()
+        finally:
+            gc.enable()
 
     async def _drain_events(self, timeout: float = 5.0) -> None:
         deadline = time.monotonic() + timeout
@@ -151,6 +180,7 @@ class Daemon:
         return exa
 
     async def _start_peer(self, peer: PeerConfig) -> None:
+        self.imports.configure(peer, str(self.config.path))
         self.rib.add_peer(
             PeerInfo(
                 name=peer.name,
@@ -176,6 +206,7 @@ class Daemon:
         await self._stop_peer(name)
         self._publish(self.rib.remove_peer(name))
         self.status.pop(name, None)
+        self.imports.remove(name)
 
     async def reload(self, path: Path | None = None) -> dict[str, list[str]]:
         """Re-read the config and apply peer changes. Raises ConfigError (old config kept)."""
@@ -234,15 +265,25 @@ class Daemon:
                 status.updates += 1
                 status.announced += len(event.announce)
                 status.withdrawn += len(event.withdraw)
-                self.rib.update(
-                    event.peer, event.family, event.attrs, event.announce, event.withdraw, changes
-                )
+                policy = self.imports.peers.get(event.peer)
+                if policy is None:
+                    self.rib.update(
+                        event.peer, event.family, event.attrs, event.announce, event.withdraw, changes
+                    )
+                else:
+                    limit = policy.update(
+                        self.rib, event.family, event.attrs, event.announce, event.withdraw, changes
+                    )
+                    if limit is not None:
+                        self._max_prefix(event.peer, limit)
             case PeerUp():
                 status.state = "established"
                 status.since = status.established_at = time.monotonic()
                 status.router_id = event.router_id
                 status.end_of_rib.clear()
                 changes.extend(self.rib.peer_up(event.peer, event.router_id))
+                if (policy := self.imports.peers.get(event.peer)) is not None:
+                    policy.down = False
                 self.log.info("peer_up", peer=event.peer, peer_as=event.peer_as, router_id=event.router_id)
             case PeerDown():
                 was_up = status.state == "established"
@@ -257,6 +298,8 @@ class Daemon:
                 if was_up:
                     status.flaps += 1
                 changes.extend(self.rib.peer_down(event.peer))
+                if (policy := self.imports.peers.get(event.peer)) is not None:
+                    policy.peer_down()
                 self.log.info("peer_down", peer=event.peer, reason=event.reason.value, detail=event.detail)
             case EndOfRib():
                 status.end_of_rib.add(event.family)
@@ -278,6 +321,82 @@ class Daemon:
                 if status.state != "established" or event.state != "connected":
                     status.state = event.state
                     status.since = time.monotonic()
+
+    # -- max-prefix and dampening (issue 4) ----------------------------------------------------------
+
+    def _spawn(self, coro: Any) -> None:
+        task: asyncio.Task[Any] = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _max_prefix(self, name: str, limit: Any) -> None:
+        """Carry out a max-prefix LimitSignal (``policies.model``): warn, reject further (the chain
+        already did), or tear the session down (Cease 6/1, RFC 4486) and maybe restart it later."""
+        from policies.model import LimitAction
+
+        action = limit.action
+        self.log.warning(
+            "max_prefix_exceeded",
+            peer=name,
+            afi_safi=limit.family.value,
+            limit=limit.limit,
+            count=limit.count,
+            action=action.value,
+        )
+        if action is LimitAction.WARN or action is LimitAction.REJECT:
+            return
+        policy = self.imports.peers.get(name)
+        if policy is not None:
+            policy.down = True
+        status = self.status.get(name)
+        if status is not None:
+            status.last_error = f"max-prefix: {limit.count} {limit.family.short} prefixes > {limit.limit}"
+        delay = limit.restart_after if action is LimitAction.RESTART else None
+        self._spawn(self._teardown(name, delay))
+
+    async def _teardown(self, name: str, restart_after: float | None) -> None:
+        speaker = self.speakers.get(name)
+        if speaker is None:
+            return
+        try:
+            peer = self.config.peer(name)
+        except KeyError:
+            return
+        with contextlib.suppress(Exception):  # best effort: the stop below ends the session anyway
+            await speaker.send(f"neighbor {peer.neighbor} teardown 1")  # Cease, max prefixes (RFC 4486)
+            await asyncio.sleep(0.5)
+        await self._stop_peer(name)
+        if (policy := self.imports.peers.get(name)) is not None:
+            policy.peer_down()
+        status = self.status.get(name)
+        if status is not None:
+            status.state = "idle"
+            status.since = time.monotonic()
+            status.last_error = "max-prefix: torn down" + (
+                f", restart in {restart_after:g} s" if restart_after is not None else ""
+            )
+        if restart_after is None:
+            return
+        await asyncio.sleep(restart_after)
+        if self.stopping.is_set() or name in self.speakers:
+            return
+        try:
+            peer = self.config.peer(name)  # the config may have been reloaded meanwhile
+        except KeyError:
+            return
+        self.log.info("max_prefix_restart", peer=name)
+        speaker = self._make_speaker(peer)
+        self.speakers[name] = speaker
+        if status is not None:
+            status.state = "connect"
+        await speaker.start()
+
+    async def _dampening_loop(self, interval: float = 10.0) -> None:
+        """Re-install routes whose dampening suppression ended (RFC 2439 4.8.3 reuse)."""
+        while True:
+            await asyncio.sleep(interval)
+            if any(p.damp is not None for p in self.imports.peers.values()):
+                self._publish(self.imports.reuse(self.rib, time.monotonic()))
 
     def _publish(self, changes: list[BestChange]) -> None:
         if not changes:

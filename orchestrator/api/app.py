@@ -89,7 +89,7 @@ async def peer(request: web.Request) -> web.Response:
 async def route(request: web.Request) -> web.Response:
     d = _daemon(request)
     text = request.match_info["prefix"]
-    found = routes_for(d, text)
+    found = routes_for(d, text, request.query.get("filtered", "") not in ("", "0", "false"))
     if found is None:
         raise ApiError(404, f"no route for {text}")
     return json_response(found)

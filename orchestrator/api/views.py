@@ -11,6 +11,7 @@ from orchestrator.rib.prefix import Family, format_prefix, parse_address, parse_
 
 if TYPE_CHECKING:
     from orchestrator.daemon import Daemon
+    from orchestrator.importer import FilteredPath
     from orchestrator.rib.table import Path
 
 ORIGIN_NAMES = ("igp", "egp", "incomplete")
@@ -37,8 +38,33 @@ def path_json(
     return out
 
 
-def routes_for(daemon: Daemon, text: str) -> dict[str, Any] | None:
-    """Every path of a prefix (exact) or of the longest prefix covering an address, best first.
+def filtered_json(family: Family, key: int, fp: FilteredPath) -> dict[str, Any]:
+    """A path an import policy refused (or dampening holds back), with the rule that did it."""
+    a = fp.attrs
+    out: dict[str, Any] = {
+        "peer": fp.peer,
+        "next_hop": a.next_hop,
+        "as_path": a.as_path_flat(),
+        "origin": ORIGIN_NAMES[int(a.origin)],
+        "med": a.med,
+        "local_pref": a.local_pref,
+        "communities": [community_text(c) for c in a.communities],
+        "large_communities": [f"{x}:{y}:{z}" for x, y, z in a.large_communities],
+        "best": False,
+        "filtered": True,
+        "rule": fp.rule,
+        "reason": f"filtered: {fp.rule}",
+    }
+    if fp.dampening is not None:
+        d = fp.dampening
+        out["dampening"] = {"penalty": round(d.penalty, 1), "suppressed": d.suppressed,
+                            "reuse_in_s": round(d.reuse_in, 1)}  # fmt: skip
+    return out
+
+
+def routes_for(daemon: Daemon, text: str, filtered: bool = False) -> dict[str, Any] | None:
+    """Every path of a prefix (exact) or of the longest prefix covering an address, best first;
+    with ``filtered``, then the paths import policies refused (``"filtered": true`` and the rule).
 
     Raises ApiError(400) when ``text`` is neither a prefix nor an address; None when nothing matches.
     """
@@ -58,7 +84,9 @@ def routes_for(daemon: Daemon, text: str) -> dict[str, Any] | None:
             return None
         key = found
     paths = rib.paths(family, key)
-    if not paths:
+    refused = [filtered_json(family, key, fp) for fp in daemon.imports.filtered_paths(family, key)] \
+        if filtered else []  # fmt: skip
+    if not paths and not refused:
         return None
     reason = rib.reason(family, key)
     return {
@@ -73,7 +101,8 @@ def routes_for(daemon: Daemon, text: str) -> dict[str, Any] | None:
                 (reason.text if reason is not None else None) if i == 0 else None,
             )
             for i, p in enumerate(paths)
-        ],
+        ]
+        + refused,
     }
 
 
@@ -83,9 +112,12 @@ def peer_json(daemon: Daemon, peer: PeerConfig, now: float) -> dict[str, Any]:
     families: dict[str, Any] = {}
     for family in peer.families:
         c = counts.get(family.short, {})
+        accepted = c.get("received", 0)
+        filtered = daemon.imports.filtered_count(peer.name, family)
         families[family.short] = {
-            "received": c.get("received", 0),
-            "accepted": c.get("accepted", c.get("received", 0)),
+            "received": accepted + filtered,  # before import policy
+            "accepted": accepted,
+            "filtered": filtered,
             "best": c.get("best", 0),
             "end_of_rib": st is not None and family in st.end_of_rib,
         }
