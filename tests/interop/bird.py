@@ -19,7 +19,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -294,5 +294,3 @@ def process_children(pid: int) -> list[int]:
                 out.append(int(entry))
     return out
 
-
-AsyncFn = Callable[[], Awaitable[None]]
