@@ -1047,15 +1047,23 @@ def _tlv(flags: int, atype: int, value: bytes) -> bytes:
 
 
 class _AttrEncoder:
-    """Attributes → attribute bytes, cached per attribute set (a table shares ~70k sets)."""
+    """Attributes → attribute bytes, cached per attribute set (a table shares ~70k sets).
+
+    Keyed by ``id(attrs)`` with the object kept in the value (so the id stays valid): hashing a
+    frozen dataclass walks every field, an ``id`` does not. Equal but distinct objects encode twice,
+    which is harmless.
+    """
+
+    __slots__ = ("_by_family",)
 
     def __init__(self) -> None:
-        self._rib: dict[tuple[Attributes, Family], bytes] = {}
+        self._by_family: dict[Family, dict[int, tuple[Attributes, bytes]]] = {f: {} for f in Family}
 
     def rib(self, attrs: Attributes, family: Family) -> bytes:
-        hit = self._rib.get((attrs, family))
+        cache = self._by_family[family]
+        hit = cache.get(id(attrs))
         if hit is not None:
-            return hit
+            return hit[1]
         if family is Family.IPV6:
             # RFC 6396 4.3.4: the RIB entry's MP_REACH_NLRI holds the next hop only.
             nh = _addr_bytes(attrs.next_hop) if attrs.next_hop else b""
@@ -1063,35 +1071,50 @@ class _AttrEncoder:
             raw += _tlv(0x80, 14, bytes((len(nh),)) + nh)
         else:
             raw = codec.encode_path_attributes(attrs, asn4=True)
-        if len(self._rib) > 1_000_000:
-            self._rib.clear()
-        self._rib[(attrs, family)] = raw
+        if len(cache) > 1_000_000:
+            cache.clear()
+        cache[id(attrs)] = (attrs, raw)
         return raw
 
 
 _RibPath = tuple[int, Attributes, int] | tuple[int, Attributes, int, int]
+_ENC_HEADER_SEQ = struct.Struct(">IHHII")  # MRT header + sequence number
 
 
 def encode_rib_record(family: Family, key: int, paths: Sequence[_RibPath], *, sequence: int, timestamp: int,
-                      encoder: _AttrEncoder | None = None) -> bytes:
+                      encoder: _AttrEncoder | None = None, npeers: int = 0xFFFF + 1) -> bytes:
     """One RIB_IPV4/6_UNICAST record, or its ``_ADDPATH`` variant when the paths carry path ids
-    (``(peer_index, attrs, originated_time, path_id)``)."""
+    (``(peer_index, attrs, originated_time, path_id)``). Raises ValueError for a peer index
+    ``>= npeers``."""
     enc = encoder or _AttrEncoder()
-    add_path = any(len(p) == 4 for p in paths)
+    add_path = False
+    for p in paths:
+        if len(p) == 4:
+            add_path = True
+            break
+    cache = enc._by_family[family]
+    parts = [b"", nlri_bytes(key), _U16.pack(len(paths))]
+    pack_entry = _RIB_ENTRY_AP.pack if add_path else _RIB_ENTRY.pack
+    for path in paths:
+        attrs = path[1]
+        hit = cache.get(id(attrs))
+        raw = hit[1] if hit is not None else enc.rib(attrs, family)
+        if not 0 <= path[0] < npeers:
+            raise ValueError(f"peer index {path[0]} not in the peer table ({npeers} peers)")
+        if add_path:
+            path_id = path[3] if len(path) == 4 else 0
+            parts.append(pack_entry(path[0], path[2] & 0xFFFFFFFF, path_id, len(raw)))
+        else:
+            parts.append(pack_entry(path[0], path[2] & 0xFFFFFFFF, len(raw)))
+        parts.append(raw)
     if family is Family.IPV4:
         subtype = RIB_IPV4_UNICAST_ADDPATH if add_path else RIB_IPV4_UNICAST
     else:
         subtype = RIB_IPV6_UNICAST_ADDPATH if add_path else RIB_IPV6_UNICAST
-    parts = [_U32.pack(sequence & 0xFFFFFFFF), nlri_bytes(key), _U16.pack(len(paths))]
-    for path in paths:
-        raw = enc.rib(path[1], family)
-        if add_path:
-            path_id = path[3] if len(path) == 4 else 0
-            parts.append(_RIB_ENTRY_AP.pack(path[0], path[2] & 0xFFFFFFFF, path_id, len(raw)))
-        else:
-            parts.append(_RIB_ENTRY.pack(path[0], path[2] & 0xFFFFFFFF, len(raw)))
-        parts.append(raw)
-    return encode_record(timestamp, MrtType.TABLE_DUMP_V2, subtype, b"".join(parts))
+    length = 4 + sum(len(x) for x in parts)
+    parts[0] = _ENC_HEADER_SEQ.pack(timestamp & 0xFFFFFFFF, MrtType.TABLE_DUMP_V2, subtype, length,
+                                    sequence & 0xFFFFFFFF)
+    return b"".join(parts)
 
 
 def _bgp4mp_header(peer_ip: str, peer_as: int, local_ip: str, local_as: int) -> bytes:
@@ -1186,10 +1209,8 @@ class MrtWriter:
         yield self.peer_index_table()
         enc, ts, npeers = self._enc, self.timestamp, len(self.peers)
         for seq, (family, key, paths) in enumerate(entries):
-            for path in paths:
-                if not 0 <= path[0] < npeers:
-                    raise ValueError(f"peer index {path[0]} not in the peer table ({npeers} peers)")
-            yield encode_rib_record(family, key, paths, sequence=seq, timestamp=ts, encoder=enc)
+            yield encode_rib_record(family, key, paths, sequence=seq, timestamp=ts, encoder=enc,
+                                    npeers=npeers)
 
     def rib_dump(self, entries: Iterable[tuple[Family, int, Sequence[_RibPath]]]) -> bytes:
         """The whole dump as one ``bytes``."""
