@@ -1,0 +1,196 @@
+"""MRT files on disk: rotating update files and RIB dumps, written from asyncio without blocking it.
+
+Theory of operation
+-------------------
+Names follow RouteViews / RIS: ``updates.YYYYMMDD.HHMM`` and ``rib.YYYYMMDD.HHMM`` (UTC, the start of
+the period), plus ``.gz`` or ``.bz2``. A file is written as ``<name>.partial`` and renamed when it is
+complete, so a reader (or an rsync to an archive) never sees half a file under the final name.
+
+``UpdateFileWriter`` owns one thread that does all file work (open, compress, write, close,
+rename). The event loop only appends ``(timestamp, record bytes)`` to a queue: ``write`` never blocks
+and never drops a record. The period of a record is chosen from its own timestamp, so a file holds
+exactly the records of its period (records arrive in time order from one collector task). ``flush``
+waits until everything queued is written; ``aclose`` drains the queue, finishes and renames the
+current file, and stops the thread: records written before ``aclose`` are never lost, including on
+rotation. An error in the thread (disk full) is raised by the next ``write``/``flush``/``aclose``.
+
+``dump_rib`` writes a whole TABLE_DUMP_V2 dump (an iterable of record bytes, e.g.
+``MrtWriter.rib_records``) in a worker thread, the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bz2
+import gzip
+import os
+import queue
+import threading
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Literal, Protocol
+
+Compression = Literal["gz", "bz2", None]
+
+_STOP = object()
+
+
+def period_start(timestamp: float, interval: int) -> int:
+    """Start of the ``interval``-second period holding ``timestamp`` (aligned to the epoch)."""
+    return int(timestamp) // interval * interval
+
+
+def file_name(kind: str, start: int, compression: Compression) -> str:
+    """``updates.20240101.0015.gz``-style name for a period starting at ``start`` (UTC)."""
+    stamp = time.strftime("%Y%m%d.%H%M", time.gmtime(start))
+    return f"{kind}.{stamp}" + (f".{compression}" if compression else "")
+
+
+class _Sink(Protocol):
+    def write(self, data: bytes, /) -> int: ...
+    def flush(self) -> None: ...
+    def close(self) -> None: ...
+
+
+def _open(path: Path, compression: Compression) -> _Sink:
+    if compression == "gz":
+        return gzip.open(path, "wb", compresslevel=6)
+    if compression == "bz2":
+        return bz2.open(path, "wb", compresslevel=9)
+    return open(path, "wb")
+
+
+class UpdateFileWriter:
+    """Rotating ``updates.*`` files (BGP4MP records) written by a thread. Create it inside the loop."""
+
+    def __init__(self, directory: str | os.PathLike[str], *, interval: int = 900, kind: str = "updates",
+                 compression: Compression = "gz") -> None:
+        if interval <= 0:
+            raise ValueError("interval must be positive")
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.interval = interval
+        self.kind = kind
+        self.compression = compression
+        self.completed: list[Path] = []  # finished files, oldest first (read from the loop after flush)
+        self.records_written = 0
+        self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self._error: BaseException | None = None
+        self._closed = False
+        self._loop = asyncio.get_running_loop()
+        self._thread = threading.Thread(target=self._run, name=f"mrt-{kind}-writer", daemon=True)
+        self._thread.start()
+
+    # -- loop side --------------------------------------------------------------------------------
+
+    def write(self, record: bytes, timestamp: float) -> None:
+        """Queue one MRT record for the file of ``timestamp``'s period. Never blocks."""
+        self._check()
+        self._queue.put((timestamp, record))
+
+    async def flush(self) -> None:
+        """Wait until every record queued so far is written (and rotations done)."""
+        self._check()
+        done: asyncio.Future[None] = self._loop.create_future()
+        self._queue.put(done)
+        await done
+        self._check()
+
+    async def aclose(self) -> None:
+        """Write everything queued, finish and rename the current file, stop the thread."""
+        if self._closed:
+            return
+        self._closed = True
+        self._queue.put(_STOP)
+        await asyncio.to_thread(self._thread.join)
+        if self._error is not None:
+            raise self._error
+
+    def _check(self) -> None:
+        if self._error is not None:
+            raise self._error
+        if self._closed:
+            raise RuntimeError("UpdateFileWriter is closed")
+
+    # -- thread side ------------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        fh: _Sink | None = None
+        partial = final = Path()
+        current = -1
+        try:
+            while True:
+                item = self._queue.get()
+                if item is _STOP:
+                    break
+                if isinstance(item, asyncio.Future):
+                    if fh is not None:
+                        fh.flush()
+                    self._loop.call_soon_threadsafe(_resolve, item)
+                    continue
+                assert isinstance(item, tuple)
+                timestamp, record = item
+                start = period_start(timestamp, self.interval)
+                if start != current or fh is None:
+                    if fh is not None:
+                        self._finish(fh, partial, final)
+                    current = start
+                    final = self.directory / file_name(self.kind, start, self.compression)
+                    partial = final.with_name(final.name + ".partial")
+                    fh = _open(partial, self.compression)
+                fh.write(record)
+                self.records_written += 1
+            if fh is not None:
+                self._finish(fh, partial, final)
+                fh = None
+        except BaseException as exc:
+            self._error = exc
+            if fh is not None:
+                fh.close()
+            # Answer every waiter so nothing hangs; they see the error through _check().
+            while True:
+                try:
+                    left = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if isinstance(left, asyncio.Future):
+                    self._loop.call_soon_threadsafe(_resolve, left)
+
+    def _finish(self, fh: _Sink, partial: Path, final: Path) -> None:
+        fh.close()
+        if final.exists():  # a restart inside the same period: keep both, never overwrite
+            final = final.with_name(f"{final.name}.{int(time.time())}")
+        os.replace(partial, final)
+        self.completed.append(final)
+
+
+def _resolve(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+def _write_file(path: Path, chunks: Iterable[bytes], compression: Compression) -> Path:
+    partial = path.with_name(path.name + ".partial")
+    try:
+        fh = _open(partial, compression)
+        try:
+            for chunk in chunks:
+                fh.write(chunk)
+        finally:
+            fh.close()
+        os.replace(partial, path)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    return path
+
+
+async def dump_rib(directory: str | os.PathLike[str], timestamp: float, records: Iterable[bytes], *,
+                   kind: str = "rib", compression: Compression = "bz2") -> Path:
+    """Write ``records`` (e.g. ``MrtWriter(...).rib_records(table)``) to ``rib.YYYYMMDD.HHMM[.bz2]`` in
+    a worker thread, via ``.partial`` + rename. ``records`` is consumed in that thread, so it must not
+    touch state the loop mutates meanwhile (pass a snapshot). Returns the final path."""
+    path = Path(directory) / file_name(kind, int(timestamp) // 60 * 60, compression)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return await asyncio.to_thread(_write_file, path, records, compression)

@@ -1,0 +1,91 @@
+"""Rotating MRT files: names, .partial + rename, nothing lost on rotation or shutdown, loop not blocked."""
+
+from __future__ import annotations
+
+import asyncio
+import calendar
+import time
+from pathlib import Path
+
+import pytest
+
+from orchestrator.collector.files import UpdateFileWriter, dump_rib, file_name, period_start
+from orchestrator.collector.mrt import Bgp4mpUpdate, MrtWriter, RibEntry, read_mrt
+from orchestrator.rib.attrs import AS_SEQUENCE, Attributes
+from orchestrator.rib.prefix import Family
+
+from .mrt_samples import PEERS, sample_table
+
+T0 = calendar.timegm((2024, 1, 1, 0, 0, 0))
+ATTRS = Attributes(next_hop="192.0.2.1", as_path=((AS_SEQUENCE, (64500, 1)),))
+
+
+def _update(ts: float, i: int) -> bytes:
+    key = (24 << 24) | (10 << 16) | (i & 0xFFFF)
+    return MrtWriter.update(ts, "192.0.2.1", 64500, "192.0.2.254", 65000, Family.IPV4, [key], [], ATTRS)
+
+
+def test_names() -> None:
+    assert file_name("updates", T0 + 15 * 60, "gz") == "updates.20240101.0015.gz"
+    assert file_name("rib", T0, None) == "rib.20240101.0000"
+    assert period_start(T0 + 899.9, 900) == T0 and period_start(T0 + 900, 900) == T0 + 900
+
+
+def test_rotation_and_shutdown_lose_nothing(tmp_path: Path) -> None:
+    async def main() -> UpdateFileWriter:
+        w = UpdateFileWriter(tmp_path, interval=900, compression="gz")
+        for i in range(3000):  # 3000 records over 45 minutes: three files
+            w.write(_update(T0 + i * 0.9, i), T0 + i * 0.9)
+        await w.flush()
+        assert [p.name for p in w.completed] == ["updates.20240101.0000.gz", "updates.20240101.0015.gz"]
+        assert (tmp_path / "updates.20240101.0030.gz.partial").exists()  # still being written
+        await w.aclose()
+        return w
+
+    w = asyncio.run(main())
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["updates.20240101.0000.gz", "updates.20240101.0015.gz", "updates.20240101.0030.gz"]
+    seen = []
+    for name in names:
+        ups = [r for r in read_mrt(tmp_path / name) if isinstance(r, Bgp4mpUpdate)]
+        start = T0 + 900 * names.index(name)
+        assert all(start <= u.timestamp < start + 900 for u in ups)
+        seen += [u.announce[Family.IPV4][0] & 0xFFFF for u in ups]
+    assert seen == list(range(3000)) and w.records_written == 3000
+
+
+def test_write_does_not_block_the_loop(tmp_path: Path) -> None:
+    async def main() -> float:
+        w = UpdateFileWriter(tmp_path, interval=60, compression="bz2")  # bz2 level 9: slow on purpose
+        record = _update(T0, 1)
+        worst = 0.0
+        for i in range(20_000):
+            t = time.perf_counter()
+            w.write(record, T0 + i * 0.01)
+            worst = max(worst, time.perf_counter() - t)
+        await w.aclose()
+        return worst
+
+    assert asyncio.run(main()) < 0.05
+    files = sorted(tmp_path.glob("updates.*"))
+    assert [p.name for p in files] == [f"updates.20240101.000{i}.bz2" for i in range(4)]
+    assert sum(1 for p in files for _ in read_mrt(p)) == 20_000
+
+
+def test_errors_surface_on_the_loop(tmp_path: Path) -> None:
+    async def main() -> None:
+        w = UpdateFileWriter(tmp_path / "d")
+        (tmp_path / "d").rmdir()  # the thread cannot create its file now
+        w.write(_update(T0, 1), T0)
+        with pytest.raises(OSError):
+            await w.flush()
+
+    asyncio.run(main())
+
+
+def test_dump_rib(tmp_path: Path) -> None:
+    table = sample_table(300, seed=8)
+    writer = MrtWriter(PEERS, timestamp=T0 + 7200)
+    path = asyncio.run(dump_rib(tmp_path, T0 + 7200 + 5, list(writer.rib_records(table))))
+    assert path.name == "rib.20240101.0200.bz2" and not list(tmp_path.glob("*.partial"))
+    assert sum(1 for r in read_mrt(path) if isinstance(r, RibEntry)) == sum(len(p) for _, _, p in table)
