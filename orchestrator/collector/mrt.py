@@ -54,9 +54,10 @@ import queue
 import socket
 import struct
 import threading
+import types
 import zlib
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Final, Literal, NamedTuple
 
@@ -196,6 +197,9 @@ class PeerIndex:
     peers: tuple[PeerEntry, ...]
 
 
+_NO_IDS: Final[Mapping[Family, list[int]]] = types.MappingProxyType({})
+
+
 class RibEntry(NamedTuple):
     """One RIB entry (one peer's path to one prefix). A NamedTuple: ~500k of these per table dump."""
 
@@ -209,8 +213,7 @@ class RibEntry(NamedTuple):
     path_id: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Bgp4mpUpdate:
+class Bgp4mpUpdate(NamedTuple):
     """A BGP UPDATE seen by a collector (BGP4MP / BGP4MP_ET / obsolete BGP type).
 
     ``announce`` / ``withdraw`` map each family present to its prefix keys. ``attrs`` is None when the
@@ -219,6 +222,8 @@ class Bgp4mpUpdate:
     ``attrs_for(family)`` gives the attributes with the next hop that applies to that family.
     ``path_ids`` maps family → path ids parallel to ``announce`` (ADD-PATH subtypes only); withdrawn
     path ids are in ``withdraw_path_ids``. ``end_of_rib`` is set on an End-of-RIB marker.
+    A NamedTuple, not a frozen dataclass: a full table is ~90k of these, and a frozen dataclass's
+    ``__init__`` costs 4x more.
     """
 
     timestamp: float
@@ -230,8 +235,8 @@ class Bgp4mpUpdate:
     withdraw: dict[Family, list[int]]
     attrs: Attributes | None
     ipv4_next_hop: str = ""
-    path_ids: dict[Family, list[int]] = field(default_factory=dict)
-    withdraw_path_ids: dict[Family, list[int]] = field(default_factory=dict)
+    path_ids: Mapping[Family, list[int]] = _NO_IDS
+    withdraw_path_ids: Mapping[Family, list[int]] = _NO_IDS
     end_of_rib: Family | None = None  # an empty UPDATE / empty MP_UNREACH_NLRI (RFC 4724 2)
 
     def attrs_for(self, family: Family) -> Attributes | None:
@@ -309,6 +314,9 @@ _U16 = struct.Struct(">H")
 _U32 = struct.Struct(">I")
 _RIB_ENTRY = struct.Struct(">HIH")
 _RIB_ENTRY_AP = struct.Struct(">HIIH")
+_BGP4MP_AS4 = struct.Struct(">IIHH")  # peer AS, local AS, interface index, AFI
+_BGP4MP_AS2 = struct.Struct(">HHHH")
+_BGP_LEN_TYPE = struct.Struct(">HB")
 
 
 class _Source:
@@ -623,6 +631,10 @@ class MrtReader:
         cache4 = attrs_dec.rib_cache(ipv4, True)
         cache6 = attrs_dec.rib_cache(ipv6, True)
         unpack_entry_ap = _RIB_ENTRY_AP.unpack_from
+        unpack_u32 = _U32.unpack_from
+        unpack_as4 = _BGP4MP_AS4.unpack_from
+        unpack_as2 = _BGP4MP_AS2.unpack_from
+        unpack_bgp_len_type = _BGP_LEN_TYPE.unpack_from
         last_ts: int | None = None
         peers: list[tuple[str, int]] = []
         v1_peers: dict[tuple[str, int], int] = {}
@@ -755,6 +767,41 @@ class MrtReader:
                         yield from out
                         index += 1
                         continue
+                    if (mtype == 16 or mtype == 17) and (subtype == 4 or subtype == 1):
+                        # BGP4MP(_ET) MESSAGE(_AS4) (RFC 6396 4.4.2/4.4.3), parsed in place in buf
+                        p = pos + 12
+                        pos = end
+                        tsf: float = ts
+                        if mtype == 17:
+                            tsf = ts + unpack_u32(buf, p)[0] / 1e6
+                            p += 4
+                        if subtype == 4:
+                            peer_as, local_as, _ifindex, afi = unpack_as4(buf, p)
+                            p += 12
+                        else:
+                            peer_as, local_as, _ifindex, afi = unpack_as2(buf, p)
+                            p += 8
+                        alen = 4 if afi == 1 else 16
+                        if afi != 1 and afi != 2:
+                            raise _Corrupt(f"unknown AFI {afi}")
+                        q = p + 2 * alen
+                        if q + 19 > end:
+                            raise _Corrupt("record too short for its addresses and a BGP header")
+                        raw_ip = buf[p:p + alen]
+                        peer_ip = ip_cache.get(raw_ip) or ip_cache.setdefault(raw_ip, _ip(raw_ip))
+                        raw_ip = buf[p + alen:q]
+                        local_ip = ip_cache.get(raw_ip) or ip_cache.setdefault(raw_ip, _ip(raw_ip))
+                        mlen, bgp_type = unpack_bgp_len_type(buf, q + 16)
+                        if mlen != end - q:
+                            raise _Corrupt(f"BGP message length {mlen} does not match the record ({end - q})")
+                        if bgp_type == 2:
+                            yield self._update(buf, q + 19, end, tsf, peer_ip, peer_as, local_ip, local_as,
+                                               subtype == 4, False, attrs_dec)
+                        else:
+                            yield Bgp4mpMessage(tsf, peer_ip, peer_as, local_ip, local_as, bgp_type,
+                                                buf[q + 19:end])
+                        index += 1
+                        continue
                     body = buf[pos + 12:end]
                     pos = end
                     if mtype == 16 or mtype == 17:
@@ -852,69 +899,79 @@ class MrtReader:
         mtype_bgp = body[p + 18]
         if mlen != len(body) - p or mlen < 19:
             raise _Corrupt(f"BGP message length {mlen} does not match the record ({len(body) - p})")
-        msg = body[p + 19:]
         if mtype_bgp != 2:
-            return Bgp4mpMessage(tsf, peer_ip, peer_as, local_ip, local_as, mtype_bgp, msg)
+            return Bgp4mpMessage(tsf, peer_ip, peer_as, local_ip, local_as, mtype_bgp, body[p + 19:])
         add_path = subtype >= BGP4MP_MESSAGE_ADDPATH
-        return self._update(msg, tsf, peer_ip, peer_as, local_ip, local_as, as4, add_path, attrs_dec)
+        return self._update(body, p + 19, len(body), tsf, peer_ip, peer_as, local_ip, local_as, as4, add_path,
+                            attrs_dec)
 
-    def _update(self, msg: bytes, ts: float, peer_ip: str, peer_as: int, local_ip: str, local_as: int,
-                asn4: bool, add_path: bool, attrs_dec: _AttrDecoder) -> Bgp4mpUpdate:
-        """UPDATE body (after the 19-byte header; RFC 4271 4.3) → Bgp4mpUpdate."""
-        (wlen,) = _U16.unpack_from(msg, 0)
-        w_end = 2 + wlen
-        (alen,) = _U16.unpack_from(msg, w_end)
+    def _update(self, buf: bytes, m: int, end: int, ts: float, peer_ip: str, peer_as: int, local_ip: str,
+                local_as: int, asn4: bool, add_path: bool, attrs_dec: _AttrDecoder) -> Bgp4mpUpdate:
+        """UPDATE body ``buf[m:end]`` (after the 19-byte header; RFC 4271 4.3) → Bgp4mpUpdate."""
+        if m + 4 > end:
+            raise _Corrupt("UPDATE shorter than its length fields")
+        (wlen,) = _U16.unpack_from(buf, m)
+        w_end = m + 2 + wlen
+        if w_end + 2 > end:
+            raise _Corrupt("withdrawn routes length exceeds the message")
+        (alen,) = _U16.unpack_from(buf, w_end)
         a_start = w_end + 2
         a_end = a_start + alen
-        if a_end > len(msg):
-            raise _Corrupt("UPDATE lengths exceed the message")
+        if a_end > end:
+            raise _Corrupt("path attribute length exceeds the message")
         ipv4 = Family.IPV4
         announce: dict[Family, list[int]] = {}
         withdraw: dict[Family, list[int]] = {}
         path_ids: dict[Family, list[int]] = {}
         wpath_ids: dict[Family, list[int]] = {}
+        stats = self.stats
         if wlen:
-            keys, ids = _split_nlri(msg[2:w_end], ipv4, add_path)
+            keys, ids = _split_nlri(buf[m + 2:w_end], ipv4, add_path)
             withdraw[ipv4] = keys
+            stats.withdrawn += len(keys)
             if add_path:
                 wpath_ids[ipv4] = ids
         attrs: Attributes | None = None
         nh4 = ""
         eor: Family | None = None
         if alen:
-            attrs, mp_reach, mp_unreach, nh4 = attrs_dec.update(msg[a_start:a_end], asn4)
+            attrs, mp_reach, mp_unreach, nh4 = attrs_dec.update(buf[a_start:a_end], asn4)
             if mp_reach is not None:
                 fam, _nh, nlri = mp_reach
                 keys, ids = _split_nlri(nlri, fam, add_path)
                 if keys:
                     announce.setdefault(fam, []).extend(keys)
+                    stats.announced += len(keys)
                     if add_path:
                         path_ids.setdefault(fam, []).extend(ids)
             if mp_unreach is not None:
                 fam, nlri = mp_unreach
-                if not nlri and mp_reach is None and not wlen and a_end == len(msg):
+                if not nlri and mp_reach is None and not wlen and a_end == end:
                     eor = fam
                 keys, ids = _split_nlri(nlri, fam, add_path)
                 if keys:
                     withdraw.setdefault(fam, []).extend(keys)
+                    stats.withdrawn += len(keys)
                     if add_path:
                         wpath_ids.setdefault(fam, []).extend(ids)
-        if a_end < len(msg):
-            keys, ids = _split_nlri(msg[a_end:], ipv4, add_path)
+        if a_end < end:
+            keys, ids = _split_nlri(buf[a_end:end], ipv4, add_path)
             if keys:
-                announce.setdefault(ipv4, []).extend(keys)
+                if ipv4 in announce:
+                    announce[ipv4].extend(keys)
+                else:
+                    announce[ipv4] = keys
+                stats.announced += len(keys)
                 if add_path:
                     path_ids.setdefault(ipv4, []).extend(ids)
-        stats = self.stats
         stats.updates += 1
-        for v in announce.values():
-            stats.announced += len(v)
-        for v in withdraw.values():
-            stats.withdrawn += len(v)
         if not announce:
             attrs = None
-            if not alen and not wlen and a_end == len(msg):
+            if not alen and not wlen and a_end == end:
                 eor = ipv4
+        if not add_path:
+            return Bgp4mpUpdate(ts, peer_ip, peer_as, local_ip, local_as, announce, withdraw, attrs, nh4,
+                                _NO_IDS, _NO_IDS, eor)
         return Bgp4mpUpdate(ts, peer_ip, peer_as, local_ip, local_as, announce, withdraw, attrs, nh4,
                             path_ids, wpath_ids, eor)
 
@@ -930,8 +987,8 @@ class MrtReader:
             peer_as, raw_peer, local_as, raw_local = struct.unpack_from(">H4sH4s", body, 0)
             msg = body[12:]
             if subtype == 1:
-                return self._update(msg, float(ts), _ip4(raw_peer), peer_as, _ip4(raw_local), local_as,
-                                    False, False, attrs_dec)
+                return self._update(body, 12, len(body), float(ts), _ip4(raw_peer), peer_as, _ip4(raw_local),
+                                    local_as, False, False, attrs_dec)
             bgp_type = {5: 1, 6: 3, 7: 4}[subtype]
             return Bgp4mpMessage(float(ts), _ip4(raw_peer), peer_as, _ip4(raw_local), local_as, bgp_type,
                                  msg)
