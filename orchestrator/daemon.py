@@ -87,6 +87,7 @@ class Daemon:
         self.stopping = asyncio.Event()
         self._rib_task: asyncio.Task[None] | None = None
         self._gc_task: asyncio.Task[None] | None = None
+        self._fib_swept = False
         self._reload_lock = asyncio.Lock()
         self.runtime_dir = config.runtime.dir
         # Import policies (issue 4): peers without a policy are absent and skip the chain entirely.
@@ -300,10 +301,19 @@ class Daemon:
                 changes.extend(self.rib.peer_down(event.peer))
                 if (policy := self.imports.peers.get(event.peer)) is not None:
                     policy.peer_down()
+                if self.fib is not None and was_up:
+                    # Forwarding switches at once by re-pointing the peer's nexthop objects at the
+                    # peer now holding most best routes; the per-prefix changes then settle each route.
+                    self._spawn(self.fib.peer_down(event.peer, fallback=self._fib_fallback(event.peer)))
                 self.log.info("peer_down", peer=event.peer, reason=event.reason.value, detail=event.detail)
             case EndOfRib():
                 status.end_of_rib.add(event.family)
                 self.log.info("end_of_rib", peer=event.peer, afi_safi=event.family.value)
+                if self.fib is not None and not self._fib_swept and not self.loading():
+                    # Graceful restart of peerctl: kernel routes adopted at start stay until every
+                    # peer has sent End-of-RIB; now those the RIB did not confirm go.
+                    self._fib_swept = True
+                    self._spawn(self._sweep_fib())
             case Notification():
                 direction = "sent" if event.sent else "received"
                 status.last_error = (
@@ -397,6 +407,24 @@ class Daemon:
             await asyncio.sleep(interval)
             if any(p.damp is not None for p in self.imports.peers.values()):
                 self._publish(self.imports.reuse(self.rib, time.monotonic()))
+
+    def _fib_fallback(self, down: str) -> str | None:
+        counts = self.rib.counts()["peers"]
+        best: tuple[int, str] | None = None
+        for name, st in self.status.items():
+            if name == down or st.state != "established" or name not in counts:
+                continue
+            n = sum(c["best"] for c in counts[name].values())
+            if best is None or n > best[0]:
+                best = (n, name)
+        return best[1] if best is not None else None
+
+    async def _sweep_fib(self) -> None:
+        if self.fib is None:
+            return
+        await self.fib.flush()
+        swept = await self.fib.sweep_stale()
+        self.log.info("fib_stale_swept", routes=swept)
 
     def _publish(self, changes: list[BestChange]) -> None:
         if not changes:

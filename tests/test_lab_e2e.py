@@ -182,6 +182,18 @@ def test_lab_end_to_end(lab: Lab) -> None:
     after = lab.api("/peers/lab-a")
     assert after["speaker_restarts"] == status_before["speaker_restarts"] + 1
 
+    # After the flap, the kernel again forwards every prefix to its best path's next hop.
+    gateways = {"lab-a": feeder_next_hops(0)[0], "lab-b": feeder_next_hops(1)[0]}
+    deadline = time.monotonic() + 30
+    while True:
+        kernel = {line.split()[0]: line.split(" via ")[1].split()[0] for line in lab.kernel_routes("ipv4")}
+        expected = {p: gateways[peer] for p, peer in want.items() if ":" not in p}
+        if kernel == expected or time.monotonic() > deadline:
+            break
+        time.sleep(0.3)
+    wrong = {p: (kernel.get(p), gw) for p, gw in expected.items() if kernel.get(p) != gw}
+    assert not wrong, f"{len(wrong)} kernel routes disagree with the RIB, e.g. {list(wrong.items())[:3]}"
+
     # A reload of an unchanged config touches nobody.
     reload = json.loads(lab.cli("reload", "--json").stdout)
     assert reload["unchanged"] == ["lab-a", "lab-b"] and not reload["changed"]
