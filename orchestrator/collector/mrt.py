@@ -335,6 +335,7 @@ class _Source:
             self.kind = "bzip2"
         self._new_decoder()
         self.truncated = False
+        self._done = False
 
     def _new_decoder(self) -> None:
         if self.kind == "gzip":
@@ -345,17 +346,18 @@ class _Source:
     def read(self) -> bytes:
         """Next chunk of decompressed data; ``b""`` at the end."""
         while True:
+            if self._done:
+                return b""
             data = self._pending or self._raw.read(_CHUNK)
             self._pending = b""
             if self._dec is None:
                 return data
             if not data:
+                self._done = True
                 if not self._dec.eof:
                     self.truncated = True
                     if self.kind == "gzip":
                         tail: bytes = self._dec.flush()
-                        self._dec = None
-                        self.kind = "plain"
                         if tail:
                             return tail
                 return b""

@@ -92,9 +92,12 @@ def test_every_truncation_point(which: int) -> None:
 def test_truncated_gzip_and_bz2() -> None:
     for compress, kind in ((gzip.compress, "gzip"), (bz2.compress, "bzip2")):
         packed = compress(RIB)
-        reader = _drain(packed[: len(packed) * 2 // 3], errors="count")
-        (err,) = reader.stats.errors
-        assert kind in err.message, err.message
+        for thread in (True, False):
+            reader = MrtReader(packed[: len(packed) * 2 // 3], errors="count", decompress_thread=thread)
+            for _ in reader:
+                pass
+            (err,) = reader.stats.errors
+            assert kind in err.message, err.message
 
 
 def test_corrupt_gzip_is_an_mrt_error() -> None:

@@ -166,3 +166,29 @@ def test_writer_rejects_unknown_peer_index() -> None:
     attrs = Attributes(next_hop="192.0.2.1", as_path=((AS_SEQUENCE, (1,)),))
     with pytest.raises(ValueError, match="peer index 9"):
         MrtWriter(PEERS).rib_dump([(Family.IPV4, 0x180A0000, [(9, attrs, 0)])])
+
+
+def test_bgp4mp_add_path_and_local_subtypes() -> None:
+    """RFC 8050 MESSAGE_AS4_ADDPATH (9) and MESSAGE_AS4_LOCAL (7): path ids read, other fields as usual."""
+    import struct
+
+    from orchestrator.collector.mrt import encode_record
+    from speakers.native import codec
+
+    attrs = Attributes(next_hop="192.0.2.1", as_path=((AS_SEQUENCE, (64500, 1)),))
+    raw_attrs = codec.encode_path_attributes(attrs)
+    nlri = struct.pack(">IB3s", 7, 24, bytes((10, 1, 2))) + struct.pack(">IB2s", 9, 16, bytes((10, 2)))
+    withdrawn = struct.pack(">IB1s", 3, 8, bytes((11,)))
+    body = struct.pack(">H", len(withdrawn)) + withdrawn + struct.pack(">H", len(raw_attrs)) + raw_attrs
+    body += nlri
+    msg = b"\xff" * 16 + struct.pack(">HB", 19 + len(body), 2) + body
+    head = struct.pack(">IIHH4s4s", 64500, 65000, 0, 1, bytes((192, 0, 2, 1)), bytes((192, 0, 2, 254)))
+    body2 = struct.pack(">H", 0) + struct.pack(">H", len(raw_attrs)) + raw_attrs
+    msg2 = b"\xff" * 16 + struct.pack(">HB", 19 + len(body2), 2) + body2
+    data = encode_record(5, 16, 9, head + msg) + encode_record(6, 16, 7, head + msg2)
+    first, second = list(read_mrt(data))
+    assert isinstance(first, Bgp4mpUpdate) and isinstance(second, Bgp4mpUpdate)
+    assert first.announce == {Family.IPV4: [0x180A0102, 0x100A02]}
+    assert first.path_ids == {Family.IPV4: [7, 9]} and first.withdraw_path_ids == {Family.IPV4: [3]}
+    assert first.withdraw == {Family.IPV4: [0x080B]} and first.attrs == attrs
+    assert second.announce == {} and second.attrs is None  # attributes without NLRI
