@@ -341,6 +341,11 @@ def _load_extensions() -> None:
         except ModuleNotFoundError as exc:
             if exc.name != module:
                 raise
+    if __name__ != "orchestrator.cli":  # `python -m orchestrator.cli`: extensions registered with the
+        imported = sys.modules.get("orchestrator.cli")  # importable module, not with __main__
+        for extension in getattr(imported, "EXTENSIONS", []):
+            if extension not in EXTENSIONS:
+                EXTENSIONS.append(extension)
 
 
 if __name__ == "__main__":

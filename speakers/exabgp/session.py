@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import enum
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 import structlog
@@ -183,6 +183,9 @@ class ExaBGPSession:
         self._in_flight: deque[str] = deque()  # handed out, waiting for done/error
         self._announced_connect = False
         self._gaps_logged = 0
+        # Called with (command line or None, ok) for every done/error answer: lets the announcement
+        # manager show which commands ExaBGP accepted (``peerctl adv``).
+        self.on_answer: Callable[[str | None, bool], None] | None = None
 
     # -- input -----------------------------------------------------------------------------------
 
@@ -227,14 +230,40 @@ class ExaBGPSession:
                 self.log.warning("exabgp_counter_gap", gaps=self._gaps_logged, counter=self.decoder.counter)
         return events.popleft()
 
-    def events(self) -> Iterable[SpeakerEvent]:
-        """Drain: every event available now."""
-        while True:
-            event = self.next_event()
-            if event is NEED_DATA:
-                return
-            assert not isinstance(event, NeedData)
-            yield event
+    def events(self) -> list[SpeakerEvent]:
+        """Drain: every event available now, as one list.
+
+        Same events, in the same order, as calling ``next_event`` until NEED_DATA, without the
+        per-event calls: an ``Update`` while ESTABLISHED (almost every event) goes straight to the
+        list, anything else through the state table.
+        """
+        out = list(self._events)
+        self._events.clear()
+        lines = self._lines
+        decode = self.decoder.decode
+        established = State.ESTABLISHED
+        pending = self._events
+        while lines:
+            line = lines.popleft()
+            if not line or line[0] != 0x7B:  # not "{": an API answer
+                self._answer(line)
+                continue
+            try:
+                decoded = decode(line)
+            except SpeakerProtocolError as exc:
+                self._protocol_error(exc)
+                continue
+            for event in decoded:
+                if type(event) is Update and self.state is established:
+                    out.append(event)  # TRANSITIONS[ESTABLISHED][ROUTE] is ESTABLISHED
+                else:
+                    self._apply(event)
+                    out.extend(pending)
+                    pending.clear()
+            if self.decoder.counter_gaps > self._gaps_logged:
+                self._gaps_logged = self.decoder.counter_gaps
+                self.log.warning("exabgp_counter_gap", gaps=self._gaps_logged, counter=self.decoder.counter)
+        return out
 
     # -- inputs from the I/O edge ----------------------------------------------------------------
 
@@ -313,6 +342,8 @@ class ExaBGPSession:
                 self.log.error("exabgp_command_failed", likely_command=command)
             if command is None:
                 self.log.warning("exabgp_unexpected_ack", answer=text.decode("ascii", "replace"))
+            if self.on_answer is not None:
+                self.on_answer(command, text == b"done")
         elif text:
             self.log.debug("exabgp_answer", text=text[:200].decode("utf-8", "replace"))
 

@@ -137,8 +137,9 @@ class Recorder:
             for key in fu.withdraw:
                 write(orjson.dumps({"family": fu.family.short, "prefix": format_prefix(fu.family, key),
                                     "withdrawn": True}) + b"\n")  # fmt: skip
-        if dec.end_of_rib is not None:
-            self.file.flush()
+        # flushed per UPDATE: what peerctl sends a feeder is small (its own announcements), and
+        # `peerctl lab received` must see it at once
+        self.file.flush()
 
     def flush(self) -> None:
         self.file.flush()

@@ -1,0 +1,392 @@
+"""Our own prefixes: announced to and withdrawn from peers, safety rules first, persisted.
+
+Theory of operation
+-------------------
+``AnnouncementManager`` keeps the *wanted* state (prefix → ``Wanted``: the request, its target peers
+and the attributes the safety rules produced) and, per peer, what was handed to that peer's speaker
+(``Advertised``: the exact command line and its state). Every request goes through
+``SafetyRules.check`` (``policies.safety``) **before** anything is sent: a refusal raises
+``PolicyError`` and changes nothing, so nothing outside the allocation or breaking a rule can reach a
+speaker. The attributes checked are the attributes sent (``announce_command`` renders them).
+
+* ``announce(request, targets)``: check, then send ``neighbor ADDR announce route ...`` to each
+  target and ``withdraw route`` to peers that had the prefix but are no longer targeted.
+* ``withdraw(prefix, targets)``: a change too (the rate rule applies: PEERING counts withdrawals
+  as updates); withdraws from the given targets (default: all that have it).
+* PeerUp → every wanted prefix of that peer is sent again (a new session, or a new ExaBGP process,
+  starts with an empty Adj-RIB-Out); PeerDown → its entries go back to ``pending``.
+* ExaBGP acks (``ExaBGPSession.on_answer``) move an entry from ``sent`` to ``acked`` (ExaBGP took
+  the route into its Adj-RIB-Out; it is on the wire while the session is established) or ``error``.
+* The wanted set and the change history (rate rule) are written to ``runtime_dir/announcements.json``
+  (write to a temporary file, fsync, rename) after every change and read back at start, re-checked
+  against the current rules (an announcement the new config no longer allows is dropped and logged).
+
+The AS path sent is the one the neighbor sees, our AS first: ExaBGP sends an API ``as-path`` exactly
+as written (``Attributes.pack`` in exabgp 5.0.15 only adds the local AS when no AS_PATH is given).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import os
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Protocol
+
+import orjson
+
+from orchestrator.config import Config, PeerConfig, PeerKind
+from orchestrator.errors import PolicyError
+from orchestrator.rib.attrs import Attributes, community_text
+from orchestrator.rib.prefix import Family, format_prefix, parse_prefix
+from policies.safety import Announcement, History, SafetyRules
+from speakers.events import PeerDown, PeerUp, SpeakerEvent
+from speakers.exabgp.session import announce_command, withdraw_command
+
+STATE_FILE = "announcements.json"
+
+
+class CommandSink(Protocol):
+    async def send(self, command: str) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Wanted:
+    announcement: Announcement
+    targets: tuple[str, ...]
+    attrs: Attributes  # as checked by the safety rules (before the per-peer next hop)
+    changed_at: float
+
+
+@dataclass(slots=True)
+class Advertised:
+    prefix: str
+    command: str
+    attrs: Attributes
+    state: str = "pending"  # pending (session down) | sent | acked | error
+    since: float = field(default_factory=time.time)
+
+
+def _canonical(prefix: str) -> str:
+    try:
+        family, key = parse_prefix(prefix)
+    except ValueError as exc:
+        raise PolicyError("prefix", str(exc)) from None
+    return format_prefix(family, key)
+
+
+def attrs_json(a: Attributes) -> dict[str, Any]:
+    return {
+        "as_path": a.as_path_flat(),
+        "next_hop": a.next_hop,
+        "communities": [community_text(c) for c in a.communities],
+        "large_communities": [f"{x}:{y}:{z}" for x, y, z in a.large_communities],
+        "med": a.med,
+    }
+
+
+class AnnouncementManager:
+    """Wanted announcements, per-peer advertised state, persistence. One per daemon.
+
+    ``speakers`` maps peer name → an object with ``async send(command)``; it is read at send time
+    (speakers come and go with reloads and max-prefix restarts).
+    """
+
+    def __init__(
+        self,
+        config: Callable[[], Config],
+        speakers: Callable[[], dict[str, Any]],
+        runtime_dir: Path | None,
+        log: Any,
+        *,
+        clock: Callable[[], float] = time.time,
+        established: Callable[[str], bool] = lambda name: True,
+    ) -> None:
+        self._config = config  # a getter: the daemon's config changes on reload
+        self._speakers = speakers
+        self.path = runtime_dir / STATE_FILE if runtime_dir is not None else None
+        self.log = log
+        self.clock = clock
+        self.established = established
+        self.wanted: dict[str, Wanted] = {}
+        self.history = History()
+        self._history_raw: dict[str, float] = {}
+        self.adv: dict[str, dict[str, Advertised]] = {}
+        self._hooked: set[int] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # -- config ------------------------------------------------------------------------------------
+
+    @property
+    def config(self) -> Config:
+        return self._config()
+
+    @property
+    def safety(self) -> SafetyRules | None:
+        return self.config.safety
+
+    def allowed(self) -> list[str]:
+        rules = self.safety
+        return [format_prefix(e.family, e.key) for e in rules.allocated] if rules is not None else []
+
+    def resolve(self, peers: Sequence[str] = (), all_peers: bool = False, kind: str | None = None,
+                family: Family | None = None) -> tuple[str, ...]:
+        """Target peer names. Explicit names must exist (and carry the family); groups (``all``,
+        ``kind``) silently skip peers without the family. Raises PolicyError("targets", ...)."""
+        by_name = {p.name: p for p in self.config.peers}
+        out: list[str] = []
+        for name in peers:
+            p = by_name.get(name)
+            if p is None:
+                raise PolicyError("targets", f"no peer named {name!r}")
+            if family is not None and family not in p.families:
+                raise PolicyError("targets", f"peer {name} does not carry {family.short}")
+            out.append(name)
+        group: Iterable[PeerConfig] = ()
+        if all_peers:
+            group = self.config.peers
+        elif kind is not None:
+            try:
+                k = PeerKind(kind)
+            except ValueError:
+                raise PolicyError("targets", f"unknown peer kind {kind!r} "
+                                  f"(one of {', '.join(m.value for m in PeerKind)})") from None
+            group = [p for p in self.config.peers if p.kind is k]
+        for p in group:
+            if (family is None or family in p.families) and p.name not in out:
+                out.append(p.name)
+        if not out:
+            raise PolicyError("targets", "no target peers (give --peer NAME, --kind KIND or --all)")
+        return tuple(out)
+
+    # -- requests ----------------------------------------------------------------------------------
+
+    def _check(self, ann: Announcement, now: float, *, rate: bool = True) -> Attributes:
+        rules = self.safety
+        if rules is None:
+            raise PolicyError("allocated", "no [safety] allocation in the config: announcements are off")
+        return rules.check(ann, now, self.history if rate else None)
+
+    async def announce(self, ann: Announcement, targets: Sequence[str]) -> Wanted:
+        """Check the safety rules, then send. Raises PolicyError (nothing sent, nothing changed)."""
+        prefix = _canonical(ann.prefix)
+        ann = replace(ann, prefix=prefix, muxes=tuple(targets))
+        now = self.clock()
+        old = self.wanted.get(prefix)
+        if old is not None and old.announcement == ann and old.targets == tuple(targets):
+            return old  # nothing changes: not a change for the rate rule either
+        attrs = self._check(ann, now)
+        wanted = Wanted(ann, tuple(targets), attrs, now)
+        self.wanted[prefix] = wanted
+        self._record(prefix, now)
+        gone = set(old.targets) - set(targets) if old is not None else set()
+        for name in gone:
+            await self._send_withdraw(name, prefix)
+        for name in targets:
+            await self._send_announce(name, wanted)
+        self._save()
+        self.log.info("announced", prefix=prefix, peers=list(targets), as_path=attrs.as_path_flat())
+        return wanted
+
+    async def withdraw(self, prefix: str, targets: Sequence[str] = ()) -> tuple[str, ...]:
+        """Withdraw from ``targets`` (default: every peer that has it). Raises PolicyError when the
+        prefix is not announced or the rate rule refuses the change."""
+        prefix = _canonical(prefix)
+        old = self.wanted.get(prefix)
+        if old is None:
+            raise PolicyError("not-announced", f"{prefix} is not announced")
+        chosen = tuple(t for t in (targets or old.targets) if t in old.targets)
+        if not chosen:
+            raise PolicyError("not-announced", f"{prefix} is not announced to {', '.join(targets)}")
+        now = self.clock()
+        rules = self.safety
+        last = self.history.last_change(prefix)
+        if rules is not None and last is not None and now - last < rules.min_interval:
+            # PEERING counts withdrawals as changes: same rule, same message as SafetyRules.check
+            wait = math.ceil(rules.min_interval - (now - last))
+            raise PolicyError("rate", f"{prefix} changed {now - last:.0f} s ago; at least "
+                              f"{rules.min_interval:g} s between changes: wait {wait} s")
+        left = tuple(t for t in old.targets if t not in chosen)
+        if left:
+            self.wanted[prefix] = replace(old, targets=left, changed_at=now,
+                                          announcement=replace(old.announcement, muxes=left))
+        else:
+            del self.wanted[prefix]
+        self._record(prefix, now)
+        for name in chosen:
+            await self._send_withdraw(name, prefix)
+        self._save()
+        self.log.info("withdrawn", prefix=prefix, peers=list(chosen))
+        return chosen
+
+    # -- wire --------------------------------------------------------------------------------------
+
+    def _peer(self, name: str) -> PeerConfig | None:
+        for p in self.config.peers:
+            if p.name == name:
+                return p
+        return None
+
+    def command_for(self, peer: PeerConfig, wanted: Wanted) -> tuple[str, Attributes]:
+        ann = wanted.announcement
+        attrs = replace(wanted.attrs, next_hop=ann.next_hop or self.config.announce.next_hop)
+        return f"neighbor {peer.neighbor} {announce_command(ann.prefix, attrs)}", attrs
+
+    async def _send_announce(self, name: str, wanted: Wanted) -> None:
+        peer = self._peer(name)
+        if peer is None:
+            return
+        line, attrs = self.command_for(peer, wanted)
+        entry = Advertised(wanted.announcement.prefix, line, attrs)
+        self.adv.setdefault(name, {})[entry.prefix] = entry
+        await self._send(name, entry)
+
+    async def _send_withdraw(self, name: str, prefix: str) -> None:
+        peer = self._peer(name)
+        table = self.adv.get(name, {})
+        table.pop(prefix, None)
+        if peer is None:
+            return
+        speaker = self._speakers().get(name)
+        if speaker is not None:
+            await speaker.send(f"neighbor {peer.neighbor} {withdraw_command(prefix)}")
+
+    async def _send(self, name: str, entry: Advertised) -> None:
+        speaker = self._speakers().get(name)
+        if speaker is None or not self.established(name):
+            entry.state = "pending"
+            return
+        self._hook(name, speaker)
+        entry.state, entry.since = "sent", time.time()
+        await speaker.send(entry.command)
+
+    def _hook(self, name: str, speaker: Any) -> None:
+        """ExaBGP speakers: learn which commands were acknowledged (``ExaBGPSession.on_answer``)."""
+        session = getattr(speaker, "session", None)
+        if session is None or id(session) in self._hooked or not hasattr(session, "on_answer"):
+            return
+        self._hooked.add(id(session))
+
+        def answered(command: str | None, ok: bool) -> None:
+            if command is None:
+                return
+            for entry in self.adv.get(name, {}).values():
+                if entry.command == command and entry.state == "sent":
+                    entry.state, entry.since = ("acked" if ok else "error"), time.time()
+                    if not ok:
+                        self.log.error("announce_refused_by_speaker", peer=name, command=command)
+                    return
+
+        session.on_answer = answered
+
+    # -- session events (Daemon.event_listeners: called in the RIB task) ----------------------------
+
+    def on_event(self, now: float, event: SpeakerEvent) -> None:
+        if isinstance(event, PeerUp):
+            wanted = [w for w in self.wanted.values() if event.peer in w.targets]
+            if wanted:
+                self._spawn(self._resend(event.peer, wanted))
+        elif isinstance(event, PeerDown):
+            for entry in self.adv.get(event.peer, {}).values():
+                entry.state, entry.since = "pending", time.time()
+
+    async def _resend(self, name: str, wanted: Sequence[Wanted]) -> None:
+        await asyncio.sleep(0)  # after the RIB task marked the peer established
+        for w in wanted:
+            if self.wanted.get(w.announcement.prefix) is w:
+                await self._send_announce(name, w)
+
+    def _spawn(self, coro: Any) -> None:
+        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- views -------------------------------------------------------------------------------------
+
+    def wanted_json(self) -> list[dict[str, Any]]:
+        out = []
+        for prefix, w in sorted(self.wanted.items()):
+            a = w.announcement
+            out.append({
+                "prefix": prefix, "peers": list(w.targets), "prepend": a.prepend, "origin": a.origin,
+                "poison": list(a.poison), "next_hop": a.next_hop or self.config.announce.next_hop,
+                "changed_at": w.changed_at, **{k: v for k, v in attrs_json(w.attrs).items()
+                                               if k != "next_hop"},
+            })  # fmt: skip
+        return out
+
+    def adv_json(self, name: str) -> list[dict[str, Any]]:
+        up = self.established(name)
+        return [
+            {"prefix": e.prefix, "state": e.state, "on_wire": up and e.state in ("sent", "acked"),
+             "command": e.command, "since": e.since, **attrs_json(e.attrs)}
+            for _, e in sorted(self.adv.get(name, {}).items())
+        ]  # fmt: skip
+
+    # -- persistence -------------------------------------------------------------------------------
+
+    def _record(self, prefix: str, now: float) -> None:
+        self.history.record(prefix, now)
+        self._history_raw[prefix] = now
+
+    def _save(self) -> None:
+        if self.path is None or not self.config.announce.persist:
+            return
+        doc = {
+            "version": 1,
+            "announcements": [
+                {**asdict(w.announcement), "targets": list(w.targets), "changed_at": w.changed_at}
+                for w in self.wanted.values()
+            ],
+            "history": self._history_raw,
+        }
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        with tmp.open("wb") as fh:
+            fh.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2))
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, self.path)
+
+    def load(self) -> int:
+        """Read the persisted state; returns how many announcements were restored. Entries the
+        current config refuses (allocation, rules, unknown peers) are dropped and logged."""
+        if self.path is None or not self.config.announce.persist or not self.path.exists():
+            return 0
+        try:
+            doc = orjson.loads(self.path.read_bytes())
+        except (OSError, orjson.JSONDecodeError) as exc:
+            self.log.error("announcements_unreadable", path=str(self.path), error=str(exc))
+            return 0
+        for prefix, t in dict(doc.get("history", {})).items():
+            with contextlib.suppress(ValueError, TypeError):
+                self._record(prefix, float(t))
+        names = {p.name for p in self.config.peers}
+        for item in doc.get("announcements", []):
+            try:
+                targets = tuple(n for n in item.pop("targets") if n in names)
+                changed_at = float(item.pop("changed_at", 0.0))
+                ann = Announcement(**{**item, **{k: tuple(tuple(x) if isinstance(x, list) else x
+                                                          for x in item[k])
+                                                 for k in ("muxes", "peers", "poison", "as_set",
+                                                           "communities", "large_communities")
+                                                 if k in item}})  # fmt: skip
+                attrs = self._check(ann, self.clock(), rate=False)
+            except (PolicyError, TypeError, KeyError, ValueError) as exc:
+                self.log.error("announcement_dropped", item=str(item)[:200], reason=str(exc))
+                continue
+            if targets:
+                self.wanted[ann.prefix] = Wanted(ann, targets, attrs, changed_at)
+                for name in targets:
+                    peer = self._peer(name)
+                    if peer is not None:
+                        line, a = self.command_for(peer, self.wanted[ann.prefix])
+                        self.adv.setdefault(name, {})[ann.prefix] = Advertised(ann.prefix, line, a)
+        return len(self.wanted)
+
+
+__all__ = ["Advertised", "AnnouncementManager", "Wanted", "attrs_json"]
