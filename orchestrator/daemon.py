@@ -35,7 +35,7 @@ from orchestrator.importer import ImportPolicies
 from orchestrator.log import get_logger
 from orchestrator.rib.decide import DecisionOptions
 from orchestrator.rib.prefix import Family
-from orchestrator.rib.table import BestChange, PeerInfo, Rib
+from orchestrator.rib.table import DISCARD, BestChange, PeerInfo, Rib
 from orchestrator.status import PeerStatus
 from speakers.events import (
     DownReason,
@@ -76,7 +76,8 @@ class Daemon:
         self.config = config
         self.log = get_logger()
         self.rib = Rib(DecisionOptions(always_compare_med=config.decision.always_compare_med))
-        self.events: asyncio.Queue[SpeakerEvent] = asyncio.Queue(EVENT_QUEUE_SIZE)
+        # Items are single events (``emit``) or one speaker read's worth of events (``emit_many``).
+        self.events: asyncio.Queue[SpeakerEvent | list[SpeakerEvent]] = asyncio.Queue(EVENT_QUEUE_SIZE)
         self.speakers: dict[str, Speaker] = {}
         self.status: dict[str, PeerStatus] = {}
         self.subscribers: list[ChangeSubscriber] = []
@@ -177,7 +178,9 @@ class Daemon:
             return native
         from speakers.exabgp.process import ExaBGPSpeaker
 
-        exa: Speaker = ExaBGPSpeaker(peer, self.config.local, self.runtime_dir, self.emit, log)
+        exa: Speaker = ExaBGPSpeaker(
+            peer, self.config.local, self.runtime_dir, self.emit, log, emit_many=self.emit_many
+        )
         return exa
 
     async def _start_peer(self, peer: PeerConfig) -> None:
@@ -236,18 +239,34 @@ class Daemon:
         """Called by speakers for every event; blocks when the RIB is behind (backpressure)."""
         await self.events.put(event)
 
+    async def emit_many(self, events: list[SpeakerEvent]) -> None:
+        """``emit`` for the events of one speaker read (one queue slot, one wake-up: a per-event
+        put and get cost more than the RIB work of an UPDATE). Keep lists to one read's worth."""
+        if events:
+            await self.events.put(events)
+
     async def _rib_loop(self) -> None:
         queue = self.events
+        apply = self._apply
         while True:
-            event = await queue.get()
-            changes: list[BestChange] = []
-            self._apply(event, changes)
-            for _ in range(BATCH_EVENTS):
+            item = await queue.get()
+            # Nobody to hand best-path changes to (no FIB, no subscriber): the RIB skips building them.
+            changes: list[BestChange] = [] if self.fib is not None or self.subscribers else DISCARD
+            done = 0
+            while True:  # about BATCH_EVENTS events, then yield to the API
+                if type(item) is list:
+                    for event in item:
+                        apply(event, changes)
+                    done += len(item)
+                else:
+                    apply(item, changes)  # type: ignore[arg-type]
+                    done += 1
+                if done >= BATCH_EVENTS:
+                    break
                 try:
-                    event = queue.get_nowait()
+                    item = queue.get_nowait()
                 except asyncio.QueueEmpty:
                     break
-                self._apply(event, changes)
             if changes:
                 self._publish(changes)
             await asyncio.sleep(0)

@@ -47,20 +47,25 @@ from dataclasses import dataclass
 from marshal import dumps as _dumps
 from marshal import loads as _loads
 from operator import attrgetter
-from typing import Any, NamedTuple
+from typing import Any, Final, NamedTuple
 
-from orchestrator.rib.attrs import Attributes, Origin
+from orchestrator.rib.attrs import AS_SEQUENCE, Attributes, Origin
 from orchestrator.rib.decide import (
+    ADDR_SHIFT,
+    ASPATH_SHIFT,
+    EBGP_SHIFT,
+    LP_SHIFT,
     MAX_PEERS,
+    MED_SHIFT,
     NAS_MASK,
     ORIGIN_SHIFT,
+    RID_SHIFT,
     DecisionOptions,
     Reason,
     address_sort_key,
     better2,
     local_pref_from_rank,
     order,
-    rank_of,
     reason_from_xor,
     router_id_int,
     with_peer_fields,
@@ -106,6 +111,8 @@ class _Peer:
 
 
 _SWEEP_MIN = 4096
+_U32 = 0xFFFFFFFF
+_ASPATH_MAX = 0xFFFF
 
 
 def encode_attrs(attrs: Attributes) -> bytes:
@@ -192,6 +199,26 @@ class BestChange(NamedTuple):
     old: Path | None
     new: Path | None
     reason: Reason | None
+
+
+class _Discard(list[BestChange]):
+    """A ``changes`` list that keeps nothing (see ``DISCARD``)."""
+
+    __slots__ = ()
+
+    def append(self, item: BestChange) -> None:
+        pass
+
+    def extend(self, items: Any) -> None:
+        pass
+
+    def __iadd__(self, items: Any) -> _Discard:  # type: ignore[override, misc]
+        return self
+
+
+DISCARD: Final[list[BestChange]] = _Discard()
+"""Pass as ``changes`` when nobody consumes best-path changes (no FIB, no subscribers): ``update``
+then does not build a ``BestChange`` per prefix, and anything appended to it is dropped."""
 
 
 @contextmanager
@@ -395,18 +422,38 @@ class Rib:
         blob = encode_attrs(attrs)
         path = peer.cache.get(blob)
         if path is None:
-            rank = rank_of(
-                attrs,
-                ebgp=peer.ebgp,
-                default_local_pref=peer.info.local_pref,
-                router_id=peer.rid,
-                address_ordinal=peer.addr_ord,
-                options=self.options,
-            )
-            path = peer.cache[blob] = Path(peer, blob, rank)
+            path = peer.cache[blob] = Path(peer, blob, self._rank(peer, attrs))
             if len(peer.cache) >= peer.sweep_at:
                 self._sweep_peer(peer)
         return path
+
+    def _rank(self, peer: _Peer, attrs: Attributes) -> int:
+        """``rank_of`` inlined (once per new attribute set, so per UPDATE on a table load); the
+        common AS path (one non-empty AS_SEQUENCE) without the segment walks. Same integer."""
+        as_path = attrs.as_path
+        if len(as_path) == 1 and as_path[0][0] == AS_SEQUENCE and as_path[0][1]:
+            asns = as_path[0][1]
+            as_len = len(asns)
+            nas = asns[0]
+        else:
+            as_len = attrs.as_path_length
+            nas = attrs.neighbor_as or 0
+        local_pref = attrs.local_pref
+        if peer.ebgp or local_pref is None:
+            local_pref = peer.info.local_pref
+        med = attrs.med
+        if med is None:
+            med = _U32 if self.options.missing_med_worst else 0
+        return (
+            ((_U32 - (local_pref & _U32)) << LP_SHIFT)
+            | (min(as_len, _ASPATH_MAX) << ASPATH_SHIFT)
+            | ((attrs.origin & 3) << ORIGIN_SHIFT)
+            | ((med & _U32) << MED_SHIFT)
+            | ((0 if peer.ebgp else 1) << EBGP_SHIFT)
+            | ((peer.rid & _U32) << RID_SHIFT)
+            | ((peer.addr_ord & (MAX_PEERS - 1)) << ADDR_SHIFT)
+            | (nas & NAS_MASK)
+        )
 
     def _sweep_peer(self, peer: _Peer) -> int:
         cache = peer.cache
@@ -440,8 +487,8 @@ class Rib:
 
         An announcement replaces the peer's previous path for the prefix (implicit withdraw,
         RFC 4271 3.1); withdrawing a prefix the peer does not have is a no-op. Best-path changes
-        are appended to ``changes`` (a new list when None), which is returned.
-        Raises KeyError for an unknown peer, ValueError for announcements without attributes.
+        are appended to ``changes`` (a new list when None), which is returned; with ``DISCARD``
+        none are built. Raises KeyError for an unknown peer, ValueError for announcements without attributes.
         """
         if changes is None:
             changes = []
@@ -461,6 +508,7 @@ class Rib:
         new_change = tuple.__new__  # BestChange without the namedtuple's Python-level __new__
         get = buckets.get
         only = Reason.ONLY_PATH
+        record = changes is not DISCARD  # (other branches append to DISCARD: a no-op, and rare)
         received = 0
         best = 0
         for key in announce:
@@ -470,7 +518,8 @@ class Rib:
                 buckets[hi] = [bytearray((key & 0xFF,)), path]
                 received += 1
                 best += 1
-                append(new_change(BestChange, (family, key, None, path, only)))
+                if record:
+                    append(new_change(BestChange, (family, key, None, path, only)))
                 continue
             j = bucket[0].find(key & 0xFF) + 1
             if not j:
@@ -478,7 +527,8 @@ class Rib:
                 bucket.append(path)
                 received += 1
                 best += 1
-                append(new_change(BestChange, (family, key, None, path, only)))
+                if record:
+                    append(new_change(BestChange, (family, key, None, path, only)))
                 continue
             dest = bucket[j]
             if dest is path:

@@ -4,10 +4,11 @@ Pipes only; all meaning is in ``session.py``. Layout under ``runtime_dir/<peer>/
 and ``api.sock``, the unix socket on which the relay (``relay.py``, run by ExaBGP as its API
 process) connects back to us.
 
-Backpressure: relay bytes are read in large chunks, fed to the session, and every event is awaited
-through ``emit`` before the next read. When the consumer is slow, the socket, then the relay, then
-ExaBGP's pipe fill up and ExaBGP stops reading its BGP socket: nothing is buffered without bound.
-(If the consumer stalls for longer than the hold time the session drops: keeping up is the RIB's job.)
+Backpressure: relay bytes are read in large chunks, fed to the session, and the events of each read
+are awaited through ``emit_many`` (or ``emit`` per event) before the next read. When the consumer
+is slow, the socket, then the relay, then ExaBGP's pipe fill up and ExaBGP stops reading its BGP
+socket: nothing is buffered without bound. (If the consumer stalls for longer than the hold time
+the session drops: keeping up is the RIB's job.)
 Commands go the other way, at most ``max_in_flight`` unacknowledged (``session.commands_to_send``),
 so the write buffer is bounded too and ``drain()`` is never awaited in the read loop.
 """
@@ -60,11 +61,13 @@ class ExaBGPSpeaker:
         max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
         stop_timeout: float = 5.0,
         backoff_first: float = BACKOFF_FIRST,
+        emit_many: Callable[[list[SpeakerEvent]], Awaitable[None]] | None = None,
     ) -> None:
         self.peer = peer
         self.local = local
         self.dir = Path(runtime_dir).resolve() / peer.name
         self.emit = emit
+        self.emit_many = emit_many  # when given: one call per relay read instead of one per event
         self.log = log.bind(peer=peer.name)
         self.exabgp = exabgp or Path(sys.executable).parent / "exabgp"
         self.stop_timeout = stop_timeout
@@ -250,7 +253,11 @@ class ExaBGPSpeaker:
                 proc.kill()
 
     async def _emit_pending(self) -> None:
-        for event in self.session.events():
+        events = self.session.events()
+        if self.emit_many is not None:
+            await self.emit_many(events)
+            return
+        for event in events:
             await self.emit(event)
 
     def _flush_commands(self) -> None:

@@ -24,8 +24,8 @@ import sys
 import time
 
 CHUNK = 1 << 18
-COALESCE_BELOW = 1 << 15  # a read smaller than this waits COALESCE_S for more
-COALESCE_S = 0.002
+COALESCE_BELOW = 1 << 16  # a read smaller than this waits COALESCE_S for more
+COALESCE_S = 0.01
 PIPE_SIZE = 1 << 20
 
 
@@ -54,7 +54,9 @@ def relay(sock: socket.socket, in_fd: int, out_fd: int) -> None:
                     return  # ExaBGP closed our stdin: it is exiting
                 if len(to_sock) < COALESCE_BELOW:
                     # ExaBGP writes (and flushes) one JSON line at a time: waking per line costs
-                    # ~50 µs here and again in peerctl. Let a few lines gather first (adds ≤ 2 ms).
+                    # ~50 µs here and again in peerctl, and each peerctl wake-up (read, session,
+                    # queue, RIB task) ~130 µs. Let ~10 ms of output gather first (~30 kB at
+                    # ExaBGP's full speed, well inside the 1 MB pipe; adds ≤ 10 ms of latency).
                     time.sleep(COALESCE_S)
                     with contextlib.suppress(BlockingIOError):
                         to_sock += os.read(in_fd, CHUNK - len(to_sock))

@@ -1,0 +1,329 @@
+"""Offline microbenchmark of peerctl's side of ExaBGP ingest: relay bytes → session → RIB.
+
+    python -m benchmarks.ingest_path [--prefixes 200000] [--seed 1] [--chunk 16384] [--repeat 3]
+                                     [--recapture] [--profile] [--json]
+
+The byte stream is the real one: the first run starts the native feeder and ExaBGP 5.0.15 exactly
+as ``benchmarks.ingest`` does (adj-rib-in off, compact NLRI, peerctl's env), with an API program
+that copies ExaBGP's output verbatim into ``benchmarks/out/exabgp-<prefixes>-<seed>.jsonl`` until
+End-of-RIB (needs root: the feeder listens on port 179). Later runs reuse the file.
+
+Then, CPU time per prefix (``time.process_time``, cyclic GC off as in the daemon, best of
+``--repeat``), for the same stream cut into ``--chunk``-byte reads (the relay coalesces ~2 ms of
+ExaBGP output, ~10-20 kB at ExaBGP's speed):
+
+- ``decode``: ``Decoder.decode`` of every JSON line only.
+- ``session``: ``ExaBGPSession.feed`` + draining events (line splitting, acks, state table, decode).
+- ``sync``: session + the daemon's own ``_apply`` (status counters, import policy skip, ``Rib.update``)
+  without asyncio: everything on our side except the event loop.
+- ``asyncio``: the real plumbing. A child process plays the relay (writes the chunks to a unix
+  socket, paced by ``--gap-ms``); this process runs ``ExaBGPSpeaker._relay_connected`` on the
+  server side and the daemon's ``emit`` → queue → ``_rib_loop``, until End-of-RIB. The child's CPU
+  is not counted (the real relay's is measured by ``benchmarks.ingest``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import gc
+import os
+import pstats
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from benchmarks.ingest import FEEDER_AS, LOCAL_ADDR, LOCAL_AS, peer_config, proc_cpu_s, start_feeder, stop
+from orchestrator.config import Config, FibConfig, LabConfig, LocalConfig, RuntimeConfig
+from orchestrator.rib.prefix import Family
+
+REPO = Path(__file__).resolve().parents[1]
+OUT = REPO / "benchmarks" / "out"
+
+CAPTURE = r"""
+import os, sys
+out = sys.argv[1]
+families = int(sys.argv[2])
+eors = 0
+with open(out + ".tmp", "wb") as fh:
+    for line in sys.stdin.buffer:
+        fh.write(line)
+        if b'"eor"' in line:
+            eors += 1
+            if eors >= families:
+                break
+os.rename(out + ".tmp", out)
+for line in sys.stdin.buffer:  # keep draining so ExaBGP never blocks
+    pass
+"""
+
+SENDER = r"""
+import socket, sys, time
+path, data_path, chunk, gap = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4]) / 1000
+data = open(data_path, "rb").read()
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.connect(path)
+for i in range(0, len(data), chunk):
+    s.sendall(data[i : i + chunk])
+    if gap:
+        time.sleep(gap)
+s.close()
+"""
+
+
+def capture(path: Path, ipv4: int, seed: int) -> None:
+    """Record ExaBGP's API output for the generated table (feeder → ExaBGP → file)."""
+    from speakers.exabgp.render import render_config, render_env
+
+    if os.geteuid() != 0:
+        raise SystemExit("benchmarks.ingest_path: capturing needs root (the feeder listens on port 179)")
+    workdir = Path(tempfile.mkdtemp(prefix="peerctl-capture-"))
+    try:
+        feeder = start_feeder(workdir, ipv4, 0, seed)
+        prog = workdir / "capture.py"
+        prog.write_text(CAPTURE)
+        tmp = workdir / "stream.jsonl"
+        local = LocalConfig(asn=LOCAL_AS, router_id=LOCAL_ADDR)
+        conf = workdir / "exabgp.conf"
+        conf.write_text(render_config(peer_config(0), local, [sys.executable, str(prog), str(tmp), "1"]))
+        exabgp = str(Path(sys.executable).parent / "exabgp")
+        with (workdir / "exabgp.log").open("ab") as log:
+            proc = subprocess.Popen(
+                [exabgp, str(conf)], env={**os.environ, **render_env()}, stdout=subprocess.DEVNULL, stderr=log
+            )
+        try:
+            deadline = time.monotonic() + 900
+            while not tmp.exists():
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise SystemExit(f"capture failed; see {workdir / 'exabgp.log'}")
+                time.sleep(0.1)
+        finally:
+            stop(proc)
+            stop(feeder)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(tmp, path)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def make_config(workdir: Path) -> Config:
+    return Config(
+        path=workdir / "bench.toml",
+        local=LocalConfig(asn=LOCAL_AS, router_id=LOCAL_ADDR),
+        runtime=RuntimeConfig(dir=workdir / "run"),
+        fib=FibConfig(),
+        lab=LabConfig(),
+        peers=(peer_config(0),),
+    )
+
+
+def make_daemon(workdir: Path) -> Any:
+    """A daemon with the benchmark's peer registered (RIB peer + status), nothing started."""
+    from orchestrator.daemon import Daemon
+    from orchestrator.rib.table import PeerInfo
+    from orchestrator.status import PeerStatus
+
+    config = make_config(workdir)
+    daemon = Daemon(config)
+    peer = config.peers[0]
+    daemon.imports.configure(peer, str(config.path))
+    daemon.rib.add_peer(
+        PeerInfo(name=peer.name, peer_as=peer.peer_as, address=peer.neighbor, local_as=LOCAL_AS)
+    )
+    daemon.status[peer.name] = PeerStatus(state="connect", since=time.monotonic())
+    return daemon
+
+
+def chunks_of(data: bytes, size: int) -> list[bytes]:
+    return [data[i : i + size] for i in range(0, len(data), size)]
+
+
+def _session() -> Any:
+    import structlog
+
+    from speakers.exabgp.session import ExaBGPSession
+
+    return ExaBGPSession("feeder", (Family.IPV4,), None, 200, structlog.get_logger().bind(peer="feeder"))
+
+
+def run_decode(data: bytes, chunks: list[bytes], workdir: Path) -> int:
+    from speakers.exabgp.decode import Decoder
+
+    decoder = Decoder("feeder", (Family.IPV4,))
+    decode = decoder.decode
+    n = 0
+    for line in data.split(b"\n"):
+        if line[:1] == b"{":
+            for ev in decode(line):
+                n += len(getattr(ev, "announce", ()))
+    return n
+
+
+def run_session(data: bytes, chunks: list[bytes], workdir: Path) -> int:
+    session = _session()
+    n = 0
+    for chunk in chunks:
+        session.feed(chunk)
+        for ev in session.events():
+            n += len(getattr(ev, "announce", ()))
+    return n
+
+
+def _session_batches(session: Any) -> Callable[[], Any]:
+    """The session's drain: a batch API if it has one, else events()."""
+    return session.events  # type: ignore[no-any-return]
+
+
+def run_sync(data: bytes, chunks: list[bytes], workdir: Path) -> int:
+    daemon = make_daemon(workdir)
+    session = _session()
+    drain = _session_batches(session)
+    apply = daemon._apply
+    for chunk in chunks:
+        session.feed(chunk)
+        changes: list[Any] = []
+        for ev in drain():
+            apply(ev, changes)
+        if changes:
+            daemon._publish(changes)
+    paths: int = daemon.rib.counts()["families"]["ipv4"]["paths"]
+    return paths
+
+
+async def _run_asyncio(data_path: Path, chunk: int, gap_ms: float, workdir: Path) -> tuple[int, float]:
+    import structlog
+
+    from speakers.exabgp.process import ExaBGPSpeaker
+
+    daemon = make_daemon(workdir)
+    peer = daemon.config.peers[0]
+    speaker = ExaBGPSpeaker(
+        peer,
+        daemon.config.local,
+        workdir / "run",
+        daemon.emit,
+        structlog.get_logger(),
+        emit_many=daemon.emit_many,
+    )
+    speaker.session.process_started()
+    sock_path = workdir / "api.sock"
+    sock_path.unlink(missing_ok=True)
+    server = await asyncio.start_unix_server(speaker._relay_connected, path=str(sock_path))
+    rib_task = asyncio.create_task(daemon._rib_loop())
+    status = daemon.status[peer.name]
+    sender = subprocess.Popen(
+        [sys.executable, "-c", SENDER, str(sock_path), str(data_path), str(chunk), str(gap_ms)]
+    )
+    t0 = time.process_time()
+    try:
+        while Family.IPV4 not in status.end_of_rib:
+            await asyncio.sleep(0.01)
+        cpu = time.process_time() - t0
+    finally:
+        while sender.poll() is None:
+            await asyncio.sleep(0.01)
+        rib_task.cancel()
+        server.close()
+        await server.wait_closed()
+    paths: int = daemon.rib.counts()["families"]["ipv4"]["paths"]
+    return paths, cpu
+
+
+def timed(fn: Callable[[bytes, list[bytes], Path], int], *args: Any, repeat: int) -> tuple[int, float]:
+    best = float("inf")
+    n = 0
+    for _ in range(repeat):
+        gc.collect()
+        gc.disable()
+        gc.freeze()
+        t0 = time.process_time()
+        n = fn(*args)
+        best = min(best, time.process_time() - t0)
+        gc.unfreeze()
+        gc.enable()
+        gc.collect()
+    return n, best
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--prefixes", type=int, default=200_000)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--chunk", type=int, default=16384, help="bytes per relay read (default 16384)")
+    ap.add_argument("--gap-ms", type=float, default=0.5, help="pause between relay writes (asyncio case)")
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--only", default="decode,session,sync,asyncio")
+    ap.add_argument("--recapture", action="store_true")
+    ap.add_argument("--profile", action="store_true", help="cProfile the sync path (top 25 by tottime)")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args(argv)
+    from orchestrator.log import configure_logging
+
+    configure_logging("warning", json=True)
+    path = OUT / f"exabgp-{args.prefixes}-{args.seed}.jsonl"
+    if args.recapture or not path.exists():
+        print(f"capturing {path} ...", file=sys.stderr)
+        capture(path, args.prefixes, args.seed)
+    data = path.read_bytes()
+    chunks = chunks_of(data, args.chunk)
+    lines = data.count(b"\n")
+    workdir = Path(tempfile.mkdtemp(prefix="peerctl-ingest-path-"))
+    results: dict[str, Any] = {"stream": str(path), "bytes": len(data), "lines": lines, "chunk": args.chunk}
+    try:
+        if args.profile:
+            prof = cProfile.Profile()
+            gc.disable()
+            prof.runcall(run_sync, data, chunks, workdir)
+            gc.enable()
+            pstats.Stats(prof).sort_stats("tottime").print_stats(25)
+            return 0
+        only = {s.strip() for s in args.only.split(",")}
+        cases: dict[str, Callable[[bytes, list[bytes], Path], int]] = {
+            "decode": run_decode,
+            "session": run_session,
+            "sync": run_sync,
+        }
+        prefixes = 0
+        for name, fn in cases.items():
+            if name in only:
+                prefixes, cpu = timed(fn, data, chunks, workdir, repeat=args.repeat)
+                results[name] = {"prefixes": prefixes, "cpu_s": cpu, "us_per_prefix": cpu / prefixes * 1e6}
+        if "asyncio" in only:
+            best = float("inf")
+            for _ in range(args.repeat):
+                gc.collect()
+                gc.disable()
+                gc.freeze()
+                prefixes, cpu = asyncio.run(_run_asyncio(path, args.chunk, args.gap_ms, workdir))
+                gc.unfreeze()
+                gc.enable()
+                best = min(best, cpu)
+            results["asyncio"] = {"prefixes": prefixes, "cpu_s": best, "us_per_prefix": best / prefixes * 1e6}
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    if args.json:
+        print(orjson.dumps(results, option=orjson.OPT_INDENT_2).decode())
+    else:
+        print(f"stream: {path.name}, {len(data):,} bytes, {lines:,} lines, read chunk {args.chunk:,} B")
+        for name in ("decode", "session", "sync", "asyncio"):
+            if name in results:
+                r = results[name]
+                print(
+                    f"  {name:8} {r['us_per_prefix']:6.2f} µs/prefix  "
+                    f"({r['cpu_s']:.3f} CPU-s, {r['prefixes']:,} prefixes)"
+                )
+    return 0
+
+
+__all__ = ["FEEDER_AS", "capture", "main", "proc_cpu_s"]
+
+if __name__ == "__main__":
+    sys.exit(main())
