@@ -1,0 +1,1 @@
+"""Replay speakers: MRT files as the feeder's table or as speaker events."""
