@@ -572,12 +572,14 @@ class MrtReader:
     ``source`` is a path, the file's bytes, or a binary stream; compression is detected from the
     content. ``errors="raise"`` raises the first ``MrtError``; ``"count"`` skips corrupt records and
     appends the errors to ``stats.errors`` (a truncated stream still ends the read). Opening a path
-    that cannot be read raises ``MrtError`` at construction.
+    that cannot be read raises ``MrtError`` at construction. ``decompress_thread=True`` inflates
+    bzip2 in a second thread: ~15% faster on an idle second core, slower when the cores are busy
+    (benchmarks/RESULTS.md), so it is opt-in.
     """
 
     def __init__(self, source: str | os.PathLike[str] | bytes | BinaryIO, *,
                  errors: _Errors = "raise", raise_gc_threshold: bool = True,
-                 decompress_thread: bool = True) -> None:
+                 decompress_thread: bool = False) -> None:
         if errors not in ("raise", "count"):
             raise ValueError(f"errors must be 'raise' or 'count', not {errors!r}")
         self.path, self._fh, self._owns = _open_source(source)
