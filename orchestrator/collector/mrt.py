@@ -474,21 +474,17 @@ def _expand_rib_mp_reach(raw: bytes, family: Family) -> bytes:
     return raw
 
 
-_UpdateAttrs = tuple[Attributes, "tuple[Family, str, bytes] | None", "tuple[Family, bytes] | None", str]
-
-
 class _AttrDecoder:
     """Raw attribute bytes → interned ``Attributes`` (plus the MP fields the reader needs).
 
     One dict per (context, ASN width), keyed by the raw bytes: the hot path is one ``dict.get``.
     """
 
-    __slots__ = ("_norm6", "_rib", "_stats", "_update")
+    __slots__ = ("_norm6", "_rib", "_stats")
 
     def __init__(self, stats: MrtStats) -> None:
         self._rib: dict[tuple[Family, bool], dict[bytes, Attributes]] = {
             (f, a): {} for f in Family for a in (False, True)}
-        self._update: dict[bool, dict[bytes, _UpdateAttrs]] = {False: {}, True: {}}
         self._norm6: dict[tuple[bytes, bool], Attributes] = {}
         self._stats = stats
 
@@ -524,29 +520,6 @@ class _AttrDecoder:
                 self._norm6.clear()
             self._norm6[(data, asn4)] = attrs
         return attrs
-
-    def update(self, raw: bytes, asn4: bool) -> _UpdateAttrs:
-        """→ (attrs, mp_reach, mp_unreach, NEXT_HOP attribute) of an UPDATE's attribute block."""
-        cache = self._update[asn4]
-        hit = cache.get(raw)
-        if hit is not None:
-            return hit
-        self._stats.attr_cache_misses += 1
-        dec = codec.decode_path_attributes(raw, asn4=asn4)
-        out = (dec.attrs, dec.mp_reach, dec.mp_unreach, dec.next_hop4)
-        if len(cache) > 1_000_000:
-            cache.clear()
-        if dec.mp_reach is None and dec.mp_unreach is None:  # MP blocks carry NLRI: rarely repeat
-            cache[raw] = out
-        return out
-
-
-def _split_nlri(data: bytes, family: Family, add_path: bool) -> tuple[list[int], list[int]]:
-    """NLRI bytes → (keys, path ids). Raises ``codec.BgpError`` on a bad length."""
-    if not add_path:
-        return codec.decode_nlri(data, family=family), []
-    ids: list[int] = []
-    return codec.decode_nlri(data, True, family=family, path_ids=ids), ids
 
 
 def _mask_key(key: int, plen: int) -> int:
@@ -801,7 +774,7 @@ class MrtReader:
                             raise _Corrupt(f"BGP message length {mlen} does not match the record ({end - q})")
                         if bgp_type == 2:
                             yield self._update(buf, q + 19, end, tsf, peer_ip, peer_as, local_ip, local_as,
-                                               subtype == 4, False, attrs_dec)
+                                               subtype == 4, False)
                         else:
                             yield Bgp4mpMessage(tsf, peer_ip, peer_as, local_ip, local_as, bgp_type,
                                                 buf[q + 19:end])
@@ -810,7 +783,7 @@ class MrtReader:
                     body = buf[pos + 12:end]
                     pos = end
                     if mtype == 16 or mtype == 17:
-                        rec = self._bgp4mp(body, ts, mtype, subtype, attrs_dec, ip_cache)
+                        rec = self._bgp4mp(body, ts, mtype, subtype, ip_cache)
                         if rec is not None:
                             yield rec
                     elif mtype == 13:
@@ -829,7 +802,7 @@ class MrtReader:
                             stats.rib_entries += 1
                             yield entry
                     elif mtype == 5:
-                        rec = self._bgp_obsolete(body, ts, subtype, attrs_dec)
+                        rec = self._bgp_obsolete(body, ts, subtype)
                         if rec is None:
                             stats.skipped[subtype_name(mtype, subtype)] += 1
                         else:
@@ -856,7 +829,7 @@ class MrtReader:
 
     # -- BGP4MP ---------------------------------------------------------------------------------
 
-    def _bgp4mp(self, body: bytes, ts: int, mtype: int, subtype: int, attrs_dec: _AttrDecoder,
+    def _bgp4mp(self, body: bytes, ts: int, mtype: int, subtype: int,
                 ip_cache: dict[bytes, str]) -> MrtRecord | None:
         p = 0
         tsf: float = ts
@@ -907,81 +880,53 @@ class MrtReader:
         if mtype_bgp != 2:
             return Bgp4mpMessage(tsf, peer_ip, peer_as, local_ip, local_as, mtype_bgp, body[p + 19:])
         add_path = subtype >= BGP4MP_MESSAGE_ADDPATH
-        return self._update(body, p + 19, len(body), tsf, peer_ip, peer_as, local_ip, local_as, as4, add_path,
-                            attrs_dec)
+        return self._update(body, p + 19, len(body), tsf, peer_ip, peer_as, local_ip, local_as, as4, add_path)
 
     def _update(self, buf: bytes, m: int, end: int, ts: float, peer_ip: str, peer_as: int, local_ip: str,
-                local_as: int, asn4: bool, add_path: bool, attrs_dec: _AttrDecoder) -> Bgp4mpUpdate:
-        """UPDATE body ``buf[m:end]`` (after the 19-byte header; RFC 4271 4.3) → Bgp4mpUpdate."""
-        if m + 4 > end:
-            raise _Corrupt("UPDATE shorter than its length fields")
-        (wlen,) = _U16.unpack_from(buf, m)
-        w_end = m + 2 + wlen
-        if w_end + 2 > end:
-            raise _Corrupt("withdrawn routes length exceeds the message")
-        (alen,) = _U16.unpack_from(buf, w_end)
-        a_start = w_end + 2
-        a_end = a_start + alen
-        if a_end > end:
-            raise _Corrupt("path attribute length exceeds the message")
-        ipv4 = Family.IPV4
+                local_as: int, asn4: bool, add_path: bool) -> Bgp4mpUpdate:
+        """UPDATE body ``buf[m:end]`` (after the 19-byte header; RFC 4271 4.3) → Bgp4mpUpdate.
+
+        Decoded by ``codec.decode_update``: its fast path and shared interning cache make an UPDATE
+        whose attribute block was seen before one dict probe. RFC 7606 applies as on a live session:
+        announcements of a treat-as-withdraw UPDATE come out as withdrawals (counted in
+        ``stats.skipped``); NLRI of families other than IPv4/IPv6 unicast are skipped and counted.
+        """
+        dec = codec.decode_update(buf[m:end], asn4=asn4, add_path=add_path)
+        stats = self.stats
+        stats.updates += 1
         announce: dict[Family, list[int]] = {}
         withdraw: dict[Family, list[int]] = {}
-        path_ids: dict[Family, list[int]] = {}
-        wpath_ids: dict[Family, list[int]] = {}
-        stats = self.stats
-        if wlen:
-            keys, ids = _split_nlri(buf[m + 2:w_end], ipv4, add_path)
-            withdraw[ipv4] = keys
-            stats.withdrawn += len(keys)
-            if add_path:
-                wpath_ids[ipv4] = ids
         attrs: Attributes | None = None
         nh4 = ""
-        eor: Family | None = None
-        if alen:
-            attrs, mp_reach, mp_unreach, nh4 = attrs_dec.update(buf[a_start:a_end], asn4)
-            if mp_reach is not None:
-                fam, _nh, nlri = mp_reach
-                keys, ids = _split_nlri(nlri, fam, add_path)
-                if keys:
-                    announce.setdefault(fam, []).extend(keys)
-                    stats.announced += len(keys)
-                    if add_path:
-                        path_ids.setdefault(fam, []).extend(ids)
-            if mp_unreach is not None:
-                fam, nlri = mp_unreach
-                if not nlri and mp_reach is None and not wlen and a_end == end:
-                    eor = fam
-                keys, ids = _split_nlri(nlri, fam, add_path)
-                if keys:
-                    withdraw.setdefault(fam, []).extend(keys)
-                    stats.withdrawn += len(keys)
-                    if add_path:
-                        wpath_ids.setdefault(fam, []).extend(ids)
-        if a_end < end:
-            keys, ids = _split_nlri(buf[a_end:end], ipv4, add_path)
-            if keys:
-                if ipv4 in announce:
-                    announce[ipv4].extend(keys)
-                else:
-                    announce[ipv4] = keys
-                stats.announced += len(keys)
-                if add_path:
-                    path_ids.setdefault(ipv4, []).extend(ids)
-        stats.updates += 1
-        if not announce:
-            attrs = None
-            if not alen and not wlen and a_end == end:
-                eor = ipv4
-        if not add_path:
-            return Bgp4mpUpdate(ts, peer_ip, peer_as, local_ip, local_as, announce, withdraw, attrs, nh4,
-                                _NO_IDS, _NO_IDS, eor)
+        path_ids: dict[Family, list[int]] = {}
+        wpath_ids: dict[Family, list[int]] = {}
+        for fu in dec.families:
+            fam = fu.family
+            if fu.announce:
+                announce[fam] = fu.announce
+                stats.announced += len(fu.announce)
+                if fu.attrs is not None:
+                    if fam is Family.IPV4:
+                        nh4 = fu.attrs.next_hop
+                        if attrs is None:
+                            attrs = fu.attrs
+                    else:
+                        attrs = fu.attrs
+            if fu.withdraw:
+                withdraw[fam] = fu.withdraw
+                stats.withdrawn += len(fu.withdraw)
+            if add_path:
+                path_ids[fam] = fu.announce_path_ids
+                wpath_ids[fam] = fu.withdraw_path_ids
+        if dec.treat_as_withdraw:
+            stats.skipped["UPDATE treat-as-withdraw (RFC 7606)"] += 1
+        for afi_safi in dec.unsupported:
+            stats.skipped[f"UPDATE with NLRI of AFI/SAFI {afi_safi[0]}/{afi_safi[1]}"] += 1
         return Bgp4mpUpdate(ts, peer_ip, peer_as, local_ip, local_as, announce, withdraw, attrs, nh4,
-                            path_ids, wpath_ids, eor)
+                            path_ids if add_path else _NO_IDS, wpath_ids if add_path else _NO_IDS,
+                            dec.end_of_rib)
 
-    def _bgp_obsolete(self, body: bytes, ts: int, subtype: int,
-                      attrs_dec: _AttrDecoder) -> MrtRecord | None:
+    def _bgp_obsolete(self, body: bytes, ts: int, subtype: int) -> MrtRecord | None:
         """Obsolete type 5 (RFC 6396 B.2.1): IPv4 only, 2-byte ASNs, message without BGP header."""
         if subtype == 3:  # STATE_CHANGE: peer AS, peer IP, old, new
             peer_as, raw_ip, old, new = struct.unpack_from(">H4sHH", body, 0)
@@ -993,7 +938,7 @@ class MrtReader:
             msg = body[12:]
             if subtype == 1:
                 return self._update(body, 12, len(body), float(ts), _ip4(raw_peer), peer_as, _ip4(raw_local),
-                                    local_as, False, False, attrs_dec)
+                                    local_as, False, False)
             bgp_type = {5: 1, 6: 3, 7: 4}[subtype]
             return Bgp4mpMessage(float(ts), _ip4(raw_peer), peer_as, _ip4(raw_local), local_as, bgp_type,
                                  msg)
