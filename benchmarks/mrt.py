@@ -203,7 +203,7 @@ def markdown(result: dict[str, Any]) -> str:
         lines.append(f"- {r['file']}: {r['records']:,} records, {r['prefixes']:,} prefixes; peerctl runs at "
                      f"**{r['speedup_vs_bgpdump']} x** bgpdump's wall-clock speed "
                      f"({r['cpu_ratio_vs_bgpdump']} x per CPU second).")
-    lines += ["", "Codec share: the reader's calls into `speakers.native.codec` replayed alone, cold cache:", ""]
+    lines += ["", "Codec share: the reader's calls into `speakers.native.codec` replayed alone, cold:", ""]
     for c in result["codec"]:
         read = next(r for r in result["read"] if r["file"] == c["file"])
         one_core = read["peerctl_one_core"]["seconds"]
