@@ -18,7 +18,7 @@ import os
 import re
 import tomllib
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass, field, fields, is_dataclass
+from dataclasses import dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Final, TypeVar, cast
 
@@ -92,6 +92,9 @@ class FibConfig:
     netns: str = ""
     source_interface: str = ""
     per_upstream_tables: bool = False
+    upstream_table_base: int = 20100
+    """With per_upstream_tables: peers[i] of kind upstream or mux gets table base + i unless it sets
+    its own ``table`` (resolved into ``PeerConfig.table`` by load_config)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +114,9 @@ class PeerConfig:
     port: int = 179
     description: str = ""
     template: str | None = None
+    table: int | None = None
+    """The peer's own kernel table (fib.per_upstream_tables): its accepted routes, not just best paths.
+    None: no table of its own."""
     policy: PeerPolicy | None = None
     """Import/export policy (issue 4); None when the peer sets no policy key: accept all, no
     max-prefix (the import fast path)."""
@@ -622,8 +628,11 @@ _PEER_CONVERTERS: Final[Mapping[str, _Converter[object]]] = {
     "port": _int(1, 65535),
     "description": _text,
     "template": _name,
+    "table": _fib_table,
 }
-_NOT_IN_TEMPLATE: Final = ("name", "neighbor", "template")
+_NOT_IN_TEMPLATE: Final = ("name", "neighbor", "template", "table")
+_UPSTREAM_TABLE_MAX: Final = (1 << 24) - 1  # fib.writer.UPSTREAM_TABLE_MAX: nexthop id ranges fit in 32 bits
+_RESERVED_TABLES: Final = {253: "default", 254: "main", 255: "local"}
 
 
 def _load_local(ctx: _Ctx, value: object) -> LocalConfig:
@@ -662,7 +671,8 @@ def _load_decision(ctx: _Ctx, value: object) -> DecisionConfig:
 
 
 def _load_fib(ctx: _Ctx, value: object) -> FibConfig:
-    keys = ("mode", "table", "protocol", "metric", "netns", "source_interface", "per_upstream_tables")
+    keys = ("mode", "table", "protocol", "metric", "netns", "source_interface", "per_upstream_tables",
+            "upstream_table_base")
     sec = _Section(ctx, "fib", _table(ctx, "fib", value), keys)
     d = FibConfig()
     return FibConfig(
@@ -673,7 +683,46 @@ def _load_fib(ctx: _Ctx, value: object) -> FibConfig:
         netns=sec.get("netns", _netns, d.netns),
         source_interface=sec.get("source_interface", _ifname, d.source_interface),
         per_upstream_tables=sec.get("per_upstream_tables", _bool, d.per_upstream_tables),
+        upstream_table_base=sec.get(
+            "upstream_table_base", _int(1, _UPSTREAM_TABLE_MAX), d.upstream_table_base
+        ),
     )
+
+
+def _resolve_upstream_tables(
+    ctx: _Ctx, fib: FibConfig, peers: tuple[PeerConfig, ...]
+) -> tuple[PeerConfig, ...]:
+    """Give each upstream/mux peer its per-upstream table (its own ``table`` or upstream_table_base + its
+    index), check they are distinct, usable and not fib.table; ``table`` needs per_upstream_tables."""
+    out: list[PeerConfig] = []
+    used: dict[int, int] = {}
+    for i, peer in enumerate(peers):
+        if peer.table is not None and not fib.per_upstream_tables:
+            raise ctx.error(f"peers[{i}].table", "needs fib.per_upstream_tables = true")
+        if not fib.per_upstream_tables:
+            out.append(peer)
+            continue
+        own = peer.table is not None
+        table = peer.table
+        if table is None and peer.kind in (PeerKind.UPSTREAM, PeerKind.MUX):
+            table = fib.upstream_table_base + i
+        if table is None:
+            out.append(peer)
+            continue
+        where = f"peers[{i}].table" if own else "fib.upstream_table_base"
+        who = "" if own else f"peers[{i}] ({peer.name}) would get table {table}: "
+        if table > _UPSTREAM_TABLE_MAX:
+            raise ctx.error(where, f"{who}per-upstream tables must be at most {_UPSTREAM_TABLE_MAX}")
+        if table in _RESERVED_TABLES:
+            raise ctx.error(where, f"{who}{table} is the kernel's {_RESERVED_TABLES[table]} table")
+        if table == fib.table:
+            raise ctx.error(where, f"{who}{table} is fib.table (the best routes' table)")
+        if table in used:
+            j = used[table]
+            raise ctx.error(where, f"{who}table {table} is also peers[{j}] ({peers[j].name})'s")
+        used[table] = i
+        out.append(replace(peer, table=table))
+    return tuple(out)
 
 
 def _load_templates(ctx: _Ctx, value: object) -> dict[str, Mapping[str, object]]:
@@ -743,6 +792,7 @@ def _load_peer(
         port=sec.get("port", _int(1, 65535), d.port),
         description=sec.get("description", _text, d.description),
         template=sec.opt("template", _name),
+        table=sec.opt("table", _fib_table),
         policy=_load_policy(ctx, path, merged, kind, origins)
         if any(k in merged for k in _POLICY_KEYS)
         else None,
@@ -886,7 +936,7 @@ def load_config(path: str | Path) -> Config:
     decision = _load_decision(ctx, data.get("decision", {}))
     fib = _load_fib(ctx, data.get("fib", {}))
     templates = _load_templates(ctx, data.get("templates", {}))
-    peers = _load_peers(ctx, data.get("peers", []), templates)
+    peers = _resolve_upstream_tables(ctx, fib, _load_peers(ctx, data.get("peers", []), templates))
     lab = _load_lab(ctx, data.get("lab", {}), peers)
     safety = _load_safety(ctx, data["safety"], local.asn) if "safety" in data else None
     announce = _load_announce(ctx, data.get("announce", {}))

@@ -25,7 +25,7 @@ import gc
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -104,8 +104,12 @@ class Daemon:
         if self.config.fib.mode.value != "off":
             from orchestrator.fib.writer import FibWriter
 
-            self.fib = FibWriter(self.config.fib, self.config.local, self.log.bind(component="fib"))
+            tables = {p.name: p.table for p in self.config.peers if p.table is not None}
+            self.fib = FibWriter(self.config.fib, self.config.local, self.log.bind(component="fib"),
+                                 upstream_tables=tables)
             await self.fib.start()
+            if tables:  # per-upstream tables: each peer's accepted routes (after import policy)
+                self.rib.on_update = self._fib_adj_rib_in
         self._rib_task = asyncio.create_task(self._rib_loop(), name="rib")
         self._spawn(self._dampening_loop())
         if self.config.lab.enabled:
@@ -444,6 +448,14 @@ class Daemon:
         await self.fib.flush()
         swept = await self.fib.sweep_stale()
         self.log.info("fib_stale_swept", routes=swept)
+
+    def _fib_adj_rib_in(
+        self, peer: str, family: Family, attrs: Any, announce: Sequence[int], withdraw: Sequence[int]
+    ) -> None:
+        """``Rib.on_update``: one peer's accepted announcements/withdrawals to its per-upstream table."""
+        if self.fib is not None:
+            next_hop = attrs.next_hop if attrs is not None else None
+            self.fib.submit_peer(peer, family, next_hop, announce, withdraw)
 
     def _publish(self, changes: list[BestChange]) -> None:
         if not changes:

@@ -29,8 +29,8 @@ import errno as errno_mod
 import os
 import socket
 import time
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Coroutine, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 from orchestrator.config import FibConfig, FibMode, LocalConfig
@@ -41,6 +41,21 @@ from orchestrator.rib.prefix import Family, format_prefix
 
 CAP_NET_ADMIN = 12
 NH_ID_BASE = 0x50000  # our nexthop ids start here (ids are global per namespace)
+NH_ID_UPSTREAM = 1 << 31  # per-upstream tables' nexthop ids: NH_ID_UPSTREAM + table * NH_PER_UPSTREAM
+NH_PER_UPSTREAM = 128
+UPSTREAM_TABLE_MAX = (1 << 24) - 1  # so every per-upstream id range fits in 32 bits
+
+
+def upstream_nh_range(table: int) -> tuple[int, int]:
+    """The nexthop ids owned by the writer of per-upstream ``table`` (disjoint from the main writer's).
+
+    Derived from the table number, not from the peer's position, so a restart adopts the same objects
+    whatever the order of the peers in the config.
+    """
+    if not 0 < table <= UPSTREAM_TABLE_MAX:
+        raise ValueError(f"per-upstream table {table} out of range 1..{UPSTREAM_TABLE_MAX}")
+    lo = NH_ID_UPSTREAM + table * NH_PER_UPSTREAM
+    return lo, lo + NH_PER_UPSTREAM
 _FAMILIES = (Family.IPV4, Family.IPV6)
 _AF = {Family.IPV4: socket.AF_INET, Family.IPV6: socket.AF_INET6}
 
@@ -75,8 +90,14 @@ class FibWriter:
     """
 
     def __init__(self, config: FibConfig, local: LocalConfig, log: Any, *, window: float = 0.02,
-                 batch: int = 4096, reconcile_interval: float = 300.0, stale_timeout: float = 600.0) -> None:
+                 batch: int = 4096, reconcile_interval: float = 300.0, stale_timeout: float = 600.0,
+                 upstream_tables: Mapping[str, int] | None = None,
+                 nh_range: tuple[int, int] = (NH_ID_BASE, NH_ID_UPSTREAM)) -> None:
         self.config = config
+        self.nh_range = nh_range
+        self._upstream_tables = dict(upstream_tables or {})
+        self.upstreams: dict[str, FibWriter] = {}  # per-upstream table writers (fib.per_upstream_tables)
+        self._secondary = False  # a per-upstream writer: the main writer prepared netns and sources
         self.local = local
         self.log = log
         self.window = window
@@ -91,7 +112,7 @@ class FibWriter:
         self._nh: dict[int, _Nexthop] = {}
         self._nh_by_upstream: dict[tuple[str | None, Family, str], int] = {}
         self._adoptable: dict[tuple[Family, bytes], int] = {}
-        self._next_nhid = NH_ID_BASE
+        self._next_nhid = nh_range[0]
         self._chan: nl.Channel | None = None
         self._codec: dict[Family, nl.RouteCodec] = {}
         self._wake = asyncio.Event()
@@ -124,14 +145,15 @@ class FibWriter:
                 f"fib.mode = {self.config.mode.value!r} needs CAP_NET_ADMIN to write routing table "
                 f"{self.config.table}: run as root (or grant cap_net_admin), or set fib.mode = \"off\"")
         ns = self.config.netns
-        if ns:
+        if ns and not self._secondary:
             await asyncio.to_thread(self._ensure_netns, ns)
         try:
             self._chan = nl.Channel(ns)
         except OSError as exc:
             raise KernelInstallError(f"fib: cannot open netlink in netns {ns or '(current)'}: {exc}",
                                      exc.errno or 0) from None
-        await asyncio.to_thread(self._ensure_sources)
+        if not self._secondary:
+            await asyncio.to_thread(self._ensure_sources)
         c = self.config
         self._codec = {
             Family.IPV4: nl.RouteCodec(Family.IPV4, c.table, c.protocol, c.metric, self.local.source4),
@@ -143,9 +165,21 @@ class FibWriter:
             self._tasks.append(asyncio.create_task(self._periodic(), name="fib-reconcile"))
         if self.stale_timeout > 0 and any(self._stale.values()):
             self._tasks.append(asyncio.create_task(self._stale_timer(), name="fib-stale"))
+        for peer, table in self._upstream_tables.items():
+            log = self.log.bind(upstream=peer, table=table) if hasattr(self.log, "bind") else self.log
+            child = FibWriter(replace(c, table=table, per_upstream_tables=False), self.local, log,
+                              window=self.window, batch=self.batch,
+                              reconcile_interval=self.reconcile_interval, stale_timeout=self.stale_timeout,
+                              nh_range=upstream_nh_range(table))
+            child._secondary = True
+            await child.start()
+            self.upstreams[peer] = child
 
     async def stop(self) -> None:
         """Write what is pending, stop the tasks, close the socket. Routes stay in the kernel."""
+        for child in self.upstreams.values():
+            await child.stop()
+        self.upstreams.clear()
         if self._chan is None:
             return
         with contextlib.suppress(Exception):
@@ -225,7 +259,10 @@ class FibWriter:
         assert self._chan is not None
         async with self._io:
             nhs, routes = await asyncio.to_thread(self._dump_all)
+        lo, hi = self.nh_range
         for nh in nhs.values():
+            if not lo <= nh.nhid < hi:  # another writer's (main table or another upstream table)
+                continue
             self._nh[nh.nhid] = _Nexthop(nh.nhid, nh.family, nh.gateway, nh.oif, created=True)
             self._adoptable.setdefault((nh.family, nh.gateway), nh.nhid)
             self._next_nhid = max(self._next_nhid, nh.nhid + 1)
@@ -242,7 +279,7 @@ class FibWriter:
                     installed[key] = route.nhid
                 count += 1
             self._stale[family] = set(installed)
-            self.log.info("fib_adopted", afi_safi=family.value, routes=count, nexthops=len(nhs))
+            self.log.info("fib_adopted", afi_safi=family.value, routes=count, nexthops=len(self._nh))
 
     def _dump_all(self) -> tuple[dict[int, nl.KernelNexthop], dict[Family, dict[int, nl.KernelRoute]]]:
         assert self._chan is not None
@@ -292,19 +329,40 @@ class FibWriter:
         return nhid
 
     def _alloc_nhid(self) -> int:
-        nhid = self._next_nhid
-        while nhid in self._nh:
-            nhid += 1
-        self._next_nhid = nhid + 1
-        return nhid
+        """A free id in this writer's range (wrapping around). Raises KernelInstallError when all are used."""
+        lo, hi = self.nh_range
+        nhid = self._next_nhid if lo <= self._next_nhid < hi else lo
+        for _ in range(hi - lo):
+            if nhid not in self._nh:
+                self._next_nhid = nhid + 1
+                return nhid
+            nhid = nhid + 1 if nhid + 1 < hi else lo
+        raise KernelInstallError(f"fib: table {self.config.table}: all {hi - lo} nexthop ids in use")
 
     async def flush(self) -> None:
-        """Wait until everything submitted so far has been written (or has failed)."""
+        """Wait until everything submitted so far has been written (or has failed), per-upstream
+        tables included."""
         while len(self._diff) or self._inflight or self._wake.is_set():
             await self._idle.wait()
             if len(self._diff) and not self._wake.is_set():
                 self._wake.set()
             await asyncio.sleep(0)
+        for child in list(self.upstreams.values()):
+            await child.flush()
+
+    def submit_peer(self, peer: str, family: Family, next_hop: str | None, announce: Sequence[int],
+                    withdraw: Sequence[int]) -> None:
+        """One accepted UPDATE of ``peer`` (post import policy) for its per-upstream table, if it has
+        one: ``withdraw`` keys leave it, ``announce`` keys point at ``next_hop``. Non-blocking."""
+        child = self.upstreams.get(peer)
+        if child is None:
+            return
+        submit = child.submit
+        for key in withdraw:
+            submit(family, key, None, None)
+        if next_hop is not None:
+            for key in announce:
+                submit(family, key, next_hop, peer)
 
     async def _run(self) -> None:
         while True:
@@ -324,21 +382,31 @@ class FibWriter:
                     self._idle.set()
 
     async def _write_pending(self) -> None:
-        async with self._io:
-            await self._create_nexthops()
         for family in _FAMILIES:
             replaces, deletes = self._diff.drain_family(family)
             self._inflight += len(replaces) + len(deletes)
             try:
+                if replaces:
+                    # After the drain, not before: a route submitted while the previous family was being
+                    # written may name a nexthop object allocated meanwhile; written before the object
+                    # exists, the kernel refuses it ("Nexthop id does not exist").
+                    async with self._io:
+                        remap = await self._create_nexthops()
+                    if remap:
+                        replaces = [(k, NextHopRef(remap.get(n, n))) for k, n in replaces]
                 await self._write_replaces(family, replaces)
                 await self._write_deletes(family, deletes)
             finally:
                 self._inflight = 0
 
-    async def _create_nexthops(self) -> None:
-        """Create the nexthop objects that pending routes need (rare: new upstream next hops)."""
+    async def _create_nexthops(self) -> dict[int, int]:
+        """Create the nexthop objects that pending routes need (rare: new upstream next hops).
+
+        Returns ids that had to change (``old → new``: the id was taken by someone else).
+        """
         chan = self._chan
         assert chan is not None
+        remapped: dict[int, int] = {}
         for nh in list(self._nh.values()):
             if nh.created or nh.gateway_form:
                 continue
@@ -356,6 +424,7 @@ class FibWriter:
                 nh.nhid = self._alloc_nhid()
                 self._nh[nh.nhid] = self._nh.pop(old)
                 self._remap_nhid(old, nh.nhid)
+                remapped[old] = nh.nhid
                 err = chan.request(nl.nexthop_msg(chan.next_seq(1), nh.nhid, nh.family, nh.gateway, nh.oif,
                                                   self.config.protocol))
             if err is not None:
@@ -364,6 +433,7 @@ class FibWriter:
             else:
                 nh.created = True
                 self.log.debug("fib_nexthop_created", nhid=nh.nhid, nexthop=self._gw_text(nh), oif=nh.oif)
+        return remapped
 
     def _remap_nhid(self, old: int, new: int) -> None:
         for k, v in self._nh_by_upstream.items():
@@ -495,8 +565,27 @@ class FibWriter:
 
     # ----------------------------------------------------------------------------------- fast paths
 
-    async def peer_down(self, peer: str, fallback: str | None = None) -> int:
-        """Move or remove every route through ``peer`` at nexthop-object speed; return objects touched.
+    def peer_down(self, peer: str, fallback: str | None = None) -> Coroutine[Any, Any, int]:
+        """Move or remove every route through ``peer`` at nexthop-object speed; the coroutine returns
+        the objects touched (per-upstream table included).
+
+        ``peer``'s nexthop objects are detached from it *now*, in this call, and the kernel work happens
+        when the returned coroutine runs: routes re-learned from ``peer`` in between (a quick flap) get
+        fresh objects that this peer-down never re-points or deletes. ``peer``'s own per-upstream table,
+        if any, is emptied (its objects deleted).
+        """
+        mine = [(k, v) for k, v in self._nh_by_upstream.items() if k[0] == peer]
+        for k, _ in mine:
+            del self._nh_by_upstream[k]
+        child = self.upstreams.get(peer)
+        child_down = child.peer_down(peer) if child is not None else None
+        return self._peer_down(peer, fallback, mine, child_down)
+
+    async def _peer_down(self, peer: str, fallback: str | None,
+                         mine: list[tuple[tuple[str | None, Family, str], int]],
+                         child_down: Coroutine[Any, Any, int] | None) -> int:
+        """The kernel side of ``peer_down`` (main table first: forwarding moves before the per-upstream
+        table is emptied).
 
         With ``fallback`` (a peer with a next hop of the same family, typically the RIB's new best),
         each of ``peer``'s nexthop objects is re-pointed at the fallback's gateway in one operation, so
@@ -504,13 +593,12 @@ class FibWriter:
         own object in the background. Without it, the objects are deleted and the kernel drops their
         routes at once. Raises KernelInstallError if the kernel refuses.
         """
+        touched = 0
         chan = self._chan
         if chan is None:
-            return 0
-        mine = [(k, v) for k, v in self._nh_by_upstream.items() if k[0] == peer]
-        touched = 0
-        for (p, family, gw_text), nhid in mine:
-            del self._nh_by_upstream[(p, family, gw_text)]
+            mine = []
+        for (_p, family, _gw_text), nhid in mine:
+            assert chan is not None
             nh = self._nh.get(nhid)
             if nh is None or any(v == nhid for v in self._nh_by_upstream.values()):
                 continue  # shared with another upstream key: leave it
@@ -530,6 +618,8 @@ class FibWriter:
                 self.log.warning("fib_repoint_failed", peer=peer, reason=err.describe())
             await self._delete_nexthop(nh)
             touched += 1
+        if child_down is not None:
+            touched += await child_down
         self.log.info("fib_peer_down", peer=peer, fallback=fallback, nexthops=touched)
         return touched
 
@@ -609,6 +699,9 @@ class FibWriter:
                                  reason=err.describe())
                 del self._nh_by_upstream[(peer, family, new)]
                 await self._delete_nexthop(nh)
+        child = self.upstreams.get(peer)
+        if child is not None:
+            done += await child.next_hop_changed(peer, old, new)
         self.log.info("fib_next_hop_changed", peer=peer, old=old, new=new, nexthops=done)
         return done
 
@@ -643,6 +736,8 @@ class FibWriter:
         await self._delete_stray_metrics()
         await self._collect_nexthops()
         self.log.info("fib_stale_swept", routes=n)
+        for child in list(self.upstreams.values()):
+            n += await child.sweep_stale()
         return n
 
     async def _delete_stray_metrics(self) -> None:
@@ -661,8 +756,16 @@ class FibWriter:
             used.update(self._installed[family].values())
             used.update(v for v in self._diff.pending(family).values() if v is not None)
             used.update(v[0] for v in self._failed[family].values())
-        for nhid in [n for n in self._nh if n not in used]:
-            nh = self._nh[nhid]
+        unused = [n for n in self._nh if n not in used]
+        if unused:
+            # Nothing may claim them while the deletions below await: an adoptable object handed to a
+            # re-learned upstream meanwhile would be deleted under its fresh routes.
+            drop = set(unused)
+            self._adoptable = {k: v for k, v in self._adoptable.items() if v not in drop}
+        for nhid in unused:
+            nh = self._nh.get(nhid)
+            if nh is None:
+                continue
             if nh.created:
                 await self._delete_nexthop(nh, unused=True)
             else:
@@ -750,7 +853,9 @@ class FibWriter:
             "pending": len(self._diff) + self._inflight,
             "errors": self.errors,
             "last_error": self.last_error,
-        }
+        } | ({"upstreams": {peer: {k: v for k, v in child.status().items()
+                                   if k in ("table", "installed", "pending", "errors", "last_error")}
+                            for peer, child in self.upstreams.items()}} if self.upstreams else {})
 
     def is_installed(self, family: Family, key: int) -> bool:
         """Whether the kernel holds our route for this prefix (as last written or adopted)."""

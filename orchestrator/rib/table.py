@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import gc
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from marshal import dumps as _dumps
@@ -237,6 +237,9 @@ def _entries(dest: Path | tuple[Path, ...]) -> tuple[Path, ...]:
     return (dest,) if type(dest) is Path else dest  # type: ignore[return-value]
 
 
+AdjRibInListener = Callable[[str, Family, Attributes | None, Sequence[int], Sequence[int]], None]
+
+
 class Rib:
     """All peers' paths and the best path per prefix, for IPv4 and IPv6 unicast."""
 
@@ -247,6 +250,9 @@ class Rib:
         self._next_index = 0
         # per family: hi -> [bytearray(lo...), dest, dest, ...]
         self._buckets: tuple[dict[int, list[Any]], dict[int, list[Any]]] = ({}, {})
+        self.on_update: AdjRibInListener | None = None
+        """Called at the start of every ``update`` with its arguments (peer, family, attrs, announce,
+        withdraw): a peer's Adj-RIB-In changes as accepted by import policy (per-upstream FIB tables)."""
 
     # -- peers ---------------------------------------------------------------------------------
 
@@ -493,6 +499,8 @@ class Rib:
         if changes is None:
             changes = []
         ps = self._peers[peer]
+        if self.on_update is not None:
+            self.on_update(peer, family, attrs, announce, withdraw)
         fi = _FAMILY_INDEX[family]
         buckets = self._buckets[fi]
         if withdraw:
