@@ -16,10 +16,12 @@ ExaBGP output, ~10-20 kB at ExaBGP's speed):
 - ``session``: ``ExaBGPSession.feed`` + draining events (line splitting, acks, state table, decode).
 - ``sync``: session + the daemon's own ``_apply`` (status counters, import policy skip, ``Rib.update``)
   without asyncio: everything on our side except the event loop.
-- ``asyncio``: the real plumbing. A child process plays the relay (writes the chunks to a unix
-  socket, paced by ``--gap-ms``); this process runs ``ExaBGPSpeaker._relay_connected`` on the
-  server side and the daemon's ``emit`` → queue → ``_rib_loop``, until End-of-RIB. The child's CPU
-  is not counted (the real relay's is measured by ``benchmarks.ingest``).
+- ``asyncio``: the real plumbing. A child process plays relay and ExaBGP: it passes a pipe over the
+  unix socket and writes the chunks into it (``--mode fds``, the normal case), or writes them to
+  the socket (``--mode copy``, the relay's fallback), paced by ``--gap-ms``; this process runs
+  ``ExaBGPSpeaker``'s accept/handshake/read loop (``_accept``) and the daemon's ``emit_many`` →
+  queue → ``_rib_loop``, until End-of-RIB. The child's CPU is not counted (the real relay's is
+  measured by ``benchmarks.ingest``).
 """
 
 from __future__ import annotations
@@ -66,15 +68,34 @@ for line in sys.stdin.buffer:  # keep draining so ExaBGP never blocks
 """
 
 SENDER = r"""
-import socket, sys, time
+import os, socket, sys, time
 path, data_path, chunk, gap = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4]) / 1000
+mode = sys.argv[5]
 data = open(data_path, "rb").read()
 s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
 s.connect(path)
-for i in range(0, len(data), chunk):
-    s.sendall(data[i : i + chunk])
-    if gap:
-        time.sleep(gap)
+if mode == "fds":  # as relay.py: hand over the read end of the "JSON" pipe and a command pipe
+    r, w = os.pipe()
+    cr, cw = os.pipe()
+    import fcntl
+    fcntl.fcntl(r, 1031, 1 << 20)  # F_SETPIPE_SZ, as relay.py does
+    socket.send_fds(s, [b"\x00"], [r, cw])
+    assert s.recv(1) == b"F"
+    os.close(r)
+    os.close(cw)
+    for i in range(0, len(data), chunk):
+        os.write(w, data[i : i + chunk])  # blocking, like ExaBGP's writes
+        if gap:
+            time.sleep(gap)
+    os.close(w)  # EOF: "ExaBGP exited"
+    s.recv(1)  # until peerctl closes the socket
+else:  # copy mode: the relay's bytes on the socket
+    s.sendall(b"\x01")
+    assert s.recv(1) == b"C"
+    for i in range(0, len(data), chunk):
+        s.sendall(data[i : i + chunk])
+        if gap:
+            time.sleep(gap)
 s.close()
 """
 
@@ -198,7 +219,11 @@ def run_sync(data: bytes, chunks: list[bytes], workdir: Path) -> int:
     return paths
 
 
-async def _run_asyncio(data_path: Path, chunk: int, gap_ms: float, workdir: Path) -> tuple[int, float]:
+async def _run_asyncio(
+    data_path: Path, chunk: int, gap_ms: float, workdir: Path, mode: str
+) -> tuple[int, float]:
+    import socket
+
     import structlog
 
     from speakers.exabgp.process import ExaBGPSpeaker
@@ -216,11 +241,15 @@ async def _run_asyncio(data_path: Path, chunk: int, gap_ms: float, workdir: Path
     speaker.session.process_started()
     sock_path = workdir / "api.sock"
     sock_path.unlink(missing_ok=True)
-    server = await asyncio.start_unix_server(speaker._relay_connected, path=str(sock_path))
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(sock_path))
+    listener.listen(1)
+    listener.setblocking(False)
+    accept = asyncio.create_task(speaker._accept(listener))
     rib_task = asyncio.create_task(daemon._rib_loop())
     status = daemon.status[peer.name]
     sender = subprocess.Popen(
-        [sys.executable, "-c", SENDER, str(sock_path), str(data_path), str(chunk), str(gap_ms)]
+        [sys.executable, "-c", SENDER, str(sock_path), str(data_path), str(chunk), str(gap_ms), mode]
     )
     t0 = time.process_time()
     try:
@@ -231,8 +260,8 @@ async def _run_asyncio(data_path: Path, chunk: int, gap_ms: float, workdir: Path
         while sender.poll() is None:
             await asyncio.sleep(0.01)
         rib_task.cancel()
-        server.close()
-        await server.wait_closed()
+        accept.cancel()
+        listener.close()
     paths: int = daemon.rib.counts()["families"]["ipv4"]["paths"]
     return paths, cpu
 
@@ -260,6 +289,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--chunk", type=int, default=16384, help="bytes per relay read (default 16384)")
     ap.add_argument("--gap-ms", type=float, default=0.5, help="pause between relay writes (asyncio case)")
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument(
+        "--mode",
+        choices=("fds", "copy"),
+        default="fds",
+        help="asyncio case: read the pipe passed by the relay (default) or the relay's socket",
+    )
     ap.add_argument("--only", default="decode,session,sync,asyncio")
     ap.add_argument("--recapture", action="store_true")
     ap.add_argument("--profile", action="store_true", help="cProfile the sync path (top 25 by tottime)")
@@ -302,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
                 gc.collect()
                 gc.disable()
                 gc.freeze()
-                prefixes, cpu = asyncio.run(_run_asyncio(path, args.chunk, args.gap_ms, workdir))
+                prefixes, cpu = asyncio.run(_run_asyncio(path, args.chunk, args.gap_ms, workdir, args.mode))
                 gc.unfreeze()
                 gc.enable()
                 best = min(best, cpu)
