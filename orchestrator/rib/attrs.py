@@ -11,8 +11,9 @@ ints (``asn << 16 | value``); large communities are ``(global, local1, local2)``
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final
 
 AS_SET: Final = 1
 AS_SEQUENCE: Final = 2
@@ -45,6 +46,38 @@ class Attributes:
     aggregator: tuple[int, str] | None = None
     # Unknown optional-transitive attributes kept as (flags, type, value) for re-export.
     other: tuple[tuple[int, int, bytes], ...] = field(default=())
+
+    @classmethod
+    def fast(
+        cls,
+        next_hop: str,
+        origin: Origin,
+        as_path: AsPath,
+        med: int | None,
+        local_pref: int | None,
+        communities: tuple[int, ...],
+        large_communities: tuple[tuple[int, int, int], ...],
+        atomic_aggregate: bool,
+        aggregator: tuple[int, str] | None,
+        other: tuple[tuple[int, int, bytes], ...] = (),
+    ) -> Attributes:
+        """``Attributes(...)`` with every field given positionally, about twice as fast: the slots
+        are filled directly instead of through the frozen dataclass ``__init__`` (one
+        ``object.__setattr__`` per field). Same object, equal and hashing alike; like ``__init__``
+        it neither checks nor converts. For speakers building one per UPDATE (bind it once:
+        ``make = Attributes.fast``)."""
+        self = _new(cls)
+        _set_next_hop(self, next_hop)
+        _set_origin(self, origin)
+        _set_as_path(self, as_path)
+        _set_med(self, med)
+        _set_local_pref(self, local_pref)
+        _set_communities(self, communities)
+        _set_large_communities(self, large_communities)
+        _set_atomic_aggregate(self, atomic_aggregate)
+        _set_aggregator(self, aggregator)
+        _set_other(self, other)
+        return self
 
     @property
     def as_path_length(self) -> int:
@@ -86,6 +119,32 @@ class Attributes:
             else:
                 out.append(sorted(asns))
         return out
+
+
+_new = object.__new__
+
+
+def _setter(name: str) -> Callable[[Any, Any], None]:
+    """The slot's own ``__set__`` (bypasses the frozen ``__setattr__``, as ``__init__`` does)."""
+    setter: Callable[[Any, Any], None] = vars(Attributes)[name].__set__
+    return setter
+
+
+_set_next_hop = _setter("next_hop")
+_set_origin = _setter("origin")
+_set_as_path = _setter("as_path")
+_set_med = _setter("med")
+_set_local_pref = _setter("local_pref")
+_set_communities = _setter("communities")
+_set_large_communities = _setter("large_communities")
+_set_atomic_aggregate = _setter("atomic_aggregate")
+_set_aggregator = _setter("aggregator")
+_set_other = _setter("other")
+if vars(Attributes)["__slots__"] != (
+    "next_hop", "origin", "as_path", "med", "local_pref", "communities", "large_communities",
+    "atomic_aggregate", "aggregator", "other",
+):  # fmt: skip
+    raise AssertionError("Attributes.fast fills every slot: keep it in step with the fields")
 
 
 def community_text(value: int) -> str:

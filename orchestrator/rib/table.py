@@ -96,7 +96,10 @@ class PeerInfo:
 
 
 class _Peer:
-    __slots__ = ("addr_ord", "best", "cache", "ebgp", "index", "info", "received", "rid", "sweep_at")
+    __slots__ = (
+        "addr_ord", "best", "cache", "ebgp", "index", "info", "lp_rank", "rank_base", "received", "rid",
+        "sweep_at",
+    )  # fmt: skip
 
     def __init__(self, info: PeerInfo, index: int) -> None:
         self.info = info
@@ -108,6 +111,20 @@ class _Peer:
         self.sweep_at = _SWEEP_MIN
         self.received = [0, 0]  # per family index
         self.best = [0, 0]
+        self.rank_base = 0
+        self.lp_rank = 0
+        self.refresh_rank()
+
+    def refresh_rank(self) -> None:
+        """Recompute the rank bits that depend only on the peer (after ``rid`` or ``addr_ord``
+        changed): eBGP/iBGP, router id, address ordinal; and the LOCAL_PREF bits its paths get
+        when LOCAL_PREF is the peer's (eBGP, or none received)."""
+        self.rank_base = (
+            ((0 if self.ebgp else 1) << EBGP_SHIFT)
+            | ((self.rid & _U32) << RID_SHIFT)
+            | ((self.addr_ord & (MAX_PEERS - 1)) << ADDR_SHIFT)
+        )
+        self.lp_rank = (_U32 - (self.info.local_pref & _U32)) << LP_SHIFT
 
 
 _SWEEP_MIN = 4096
@@ -246,6 +263,7 @@ class Rib:
     def __init__(self, options: DecisionOptions) -> None:
         self.options = options
         self._acm = options.always_compare_med
+        self._missing_med_rank = ((_U32 if options.missing_med_worst else 0) & _U32) << MED_SHIFT
         self._peers: dict[str, _Peer] = {}
         self._next_index = 0
         # per family: hi -> [bytearray(lo...), dest, dest, ...]
@@ -292,6 +310,7 @@ class Rib:
             router_id=router_id,
             local_pref=peer.info.local_pref,
         )
+        peer.refresh_rank()
         for path in peer.cache.values():
             path.rank = with_peer_fields(path.rank, router_id=rid, address_ordinal=peer.addr_ord)
         if not any(peer.received):
@@ -400,6 +419,7 @@ class Rib:
         for ordinal, peer in enumerate(peers):
             if peer.addr_ord != ordinal:
                 peer.addr_ord = ordinal  # relative order of the others is unchanged: no re-sort
+                peer.refresh_rank()
                 for path in peer.cache.values():
                     path.rank = with_peer_fields(path.rank, router_id=peer.rid, address_ordinal=ordinal)
 
@@ -435,7 +455,8 @@ class Rib:
 
     def _rank(self, peer: _Peer, attrs: Attributes) -> int:
         """``rank_of`` inlined (once per new attribute set, so per UPDATE on a table load); the
-        common AS path (one non-empty AS_SEQUENCE) without the segment walks. Same integer."""
+        common AS path (one non-empty AS_SEQUENCE) without the segment walks, the peer's own bits
+        precomputed (``_Peer.refresh_rank``). Same integer."""
         as_path = attrs.as_path
         if len(as_path) == 1 and as_path[0][0] == AS_SEQUENCE and as_path[0][1]:
             asns = as_path[0][1]
@@ -445,19 +466,13 @@ class Rib:
             as_len = attrs.as_path_length
             nas = attrs.neighbor_as or 0
         local_pref = attrs.local_pref
-        if peer.ebgp or local_pref is None:
-            local_pref = peer.info.local_pref
         med = attrs.med
-        if med is None:
-            med = _U32 if self.options.missing_med_worst else 0
         return (
-            ((_U32 - (local_pref & _U32)) << LP_SHIFT)
-            | (min(as_len, _ASPATH_MAX) << ASPATH_SHIFT)
+            (peer.lp_rank if peer.ebgp or local_pref is None else (_U32 - (local_pref & _U32)) << LP_SHIFT)
+            | ((as_len if as_len < _ASPATH_MAX else _ASPATH_MAX) << ASPATH_SHIFT)
             | ((attrs.origin & 3) << ORIGIN_SHIFT)
-            | ((med & _U32) << MED_SHIFT)
-            | ((0 if peer.ebgp else 1) << EBGP_SHIFT)
-            | ((peer.rid & _U32) << RID_SHIFT)
-            | ((peer.addr_ord & (MAX_PEERS - 1)) << ADDR_SHIFT)
+            | (self._missing_med_rank if med is None else (med & _U32) << MED_SHIFT)
+            | peer.rank_base
             | (nas & NAS_MASK)
         )
 

@@ -88,6 +88,7 @@ _COUNTER_LEN: Final = len(_COUNTER)
 _ATTRIBUTE: Final = b'"attribute": '
 _ANNOUNCE: Final = b'"announce"'
 
+_make_attributes = Attributes.fast
 _inet_pton = socket.inet_pton
 _AF_INET = socket.AF_INET
 
@@ -473,7 +474,7 @@ def _attributes(attribute: dict[str, Any], next_hop: str) -> Attributes:
     if large:
         large = tuple([(a, b, c) for a, b, c in large])
         _pairs(large, 32)
-    return Attributes(
+    return _make_attributes(  # Attributes(...) without the frozen dataclass __init__
         next_hop,
         _ORIGINS[get("origin", "igp")],
         as_path,
