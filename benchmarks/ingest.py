@@ -319,6 +319,385 @@ def _deep_size(obj: Any, seen: set[int] | None = None) -> int:
     return size
 
 
+# --- native speaker, BIRD 2 and GoBGP as receivers (issue 5) -------------------------------------------
+#
+# Each system runs in its own process so CPU and peak RSS are its own: ``peerctl-native`` is this script
+# re-run as a child (``--child``) holding a Daemon whose peers use ``speaker = "native"``; ``bird`` and
+# ``gobgp`` are the daemons themselves, polled through their CLIs (cheap commands only: EXABGP.md).
+# ``--peers N`` starts N feeders (127.0.0.42 + i, tables with 60% overlap, the lab's generator) for memory
+# per path and best-path churn.
+
+BIRD_ADDR = "127.0.0.1"
+OVERLAP = 0.6
+
+
+def _log_file(path: Path) -> Any:
+    return open(path, "ab")
+
+
+def feeder_addr(i: int) -> str:
+    return f"127.0.0.{42 + i}"
+
+
+def start_feeders(
+    workdir: Path, ipv4: int, ipv6: int, seed: int, peers: int
+) -> list[subprocess.Popen[bytes]]:
+    """``peers`` feeders; with one, exactly ``start_feeder``'s table. The caller stops them."""
+    if peers == 1:
+        return [start_feeder(workdir, ipv4, ipv6, seed)]
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        for i in range(peers):
+            nh4, nh6 = feeder_next_hops(i)
+            ready = workdir / f"feeder{i}.ready"
+            ready.unlink(missing_ok=True)
+            argv = [
+                sys.executable,
+                "-m",
+                "speakers.native.feeder",
+                "--listen",
+                feeder_addr(i),
+                "--port",
+                "179",
+                "--asn",
+                str(FEEDER_AS + i),
+                "--peer-as",
+                str(LOCAL_AS),
+                "--router-id",
+                feeder_addr(i),
+                "--hold-time",
+                "180",
+                "--seed",
+                str(seed),
+                "--index",
+                str(i),
+                "--ipv4",
+                str(ipv4),
+                "--ipv6",
+                str(ipv6),
+                "--overlap",
+                str(OVERLAP),
+                "--next-hop4",
+                nh4,
+                "--next-hop6",
+                nh6,
+                "--ready-file",
+                str(ready),
+            ]
+            procs.append(
+                subprocess.Popen(
+                    argv, cwd=REPO, stdout=subprocess.DEVNULL, stderr=_log_file(workdir / f"feeder{i}.log")
+                )
+            )
+        deadline = time.monotonic() + 60
+        for i, proc in enumerate(procs):
+            while not (workdir / f"feeder{i}.ready").exists():
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise SystemExit(f"feeder {i} did not start; see {workdir / f'feeder{i}.log'}")
+                time.sleep(0.05)
+    except BaseException:
+        for proc in procs:
+            stop(proc)
+        raise
+    return procs
+
+
+def _vm_rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+async def _run_native_child(workdir: Path, ipv4: int, ipv6: int, seed: int, peers: int) -> dict[str, Any]:
+    """In the child process: a Daemon with ``peers`` native-speaker peers; feeders already listen."""
+    from orchestrator.config import SpeakerKind
+    from orchestrator.daemon import Daemon
+    from orchestrator.rib.table import BestChange
+
+    peer_cfgs = tuple(
+        PeerConfig(
+            name=f"feeder{i}",
+            kind=PeerKind.UPSTREAM,
+            neighbor=feeder_addr(i),
+            peer_as=FEEDER_AS + i,
+            local_address=LOCAL_ADDR,
+            families=families_of(ipv6),
+            hold_time=180,
+            speaker=SpeakerKind.NATIVE,
+        )
+        for i in range(peers)
+    )
+    config = Config(
+        path=workdir / "bench.toml",
+        local=LocalConfig(asn=LOCAL_AS, router_id=LOCAL_ADDR),
+        runtime=RuntimeConfig(dir=workdir / "run"),
+        fib=FibConfig(),
+        lab=LabConfig(),
+        peers=peer_cfgs,
+    )
+    daemon = Daemon(config)
+    churn = {"changes": 0, "replaced": 0}
+
+    def count(changes: list[BestChange]) -> None:
+        churn["changes"] += len(changes)
+        churn["replaced"] += sum(1 for c in changes if c.old is not None and c.new is not None)
+
+    daemon.subscribers.append(count)
+    families = set(families_of(ipv6))
+    rss0 = _vm_rss_mb()
+    cpu0 = resource.getrusage(resource.RUSAGE_SELF)
+    t_start = time.monotonic()
+    await daemon.start()
+    deadline = time.monotonic() + 1800
+    statuses = [daemon.status[p.name] for p in peer_cfgs]
+    while not all(st.established_at is not None for st in statuses):
+        if time.monotonic() > deadline:
+            raise SystemExit("peerctl-native: sessions never came up")
+        await asyncio.sleep(0.005)
+    t_up = min(st.established_at for st in statuses if st.established_at is not None)
+    while not all(families <= st.end_of_rib for st in statuses):
+        if time.monotonic() > deadline:
+            raise SystemExit("peerctl-native: no End-of-RIB")
+        await asyncio.sleep(0.005)
+    t_end = time.monotonic()
+    cpu1 = resource.getrusage(resource.RUSAGE_SELF)
+    rss1 = _vm_rss_mb()
+    counts = daemon.rib.counts()
+    paths = sum(counts["families"][f.short]["paths"] for f in Family)
+    prefixes = sum(counts["families"][f.short]["prefixes"] for f in Family)
+    churn_at_end = dict(churn)  # before stop(): stopping withdraws everything
+    await daemon.stop()
+    seconds = t_end - t_up
+    return {
+        "seconds": seconds,
+        "prefixes": paths,
+        "prefixes_per_s": paths / seconds,
+        "cpu_s": (cpu1.ru_utime + cpu1.ru_stime) - (cpu0.ru_utime + cpu0.ru_stime),
+        "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "bytes_per_path": (rss1 - rss0) * 1024 * 1024 / max(paths, 1),
+        "distinct_prefixes": prefixes,
+        "best_changes": churn_at_end["changes"],
+        "best_replaced": churn_at_end["replaced"],
+        "connect_s": t_up - t_start,
+    }
+
+
+def run_native(workdir: Path, ipv4: int, ipv6: int, seed: int, peers: int) -> dict[str, Any]:
+    feeders = start_feeders(workdir, ipv4, ipv6, seed, peers)
+    try:
+        out = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "benchmarks.ingest",
+                "--child",
+                "peerctl-native",
+                "--prefixes",
+                str(ipv4),
+                "--ipv6",
+                str(ipv6),
+                "--seed",
+                str(seed),
+                "--peers",
+                str(peers),
+                "--workdir",
+                str(workdir),
+            ],
+            cwd=REPO,
+            capture_output=True,
+            timeout=1800,
+        )
+    finally:
+        for proc in feeders:
+            stop(proc)
+    if out.returncode != 0:
+        raise SystemExit(f"peerctl-native child failed: {out.stderr.decode()[-2000:]}")
+    result: dict[str, Any] = orjson.loads(out.stdout.splitlines()[-1])
+    return result
+
+
+BIRD_BENCH_CONF = """
+router id {router_id};
+protocol device {{}}
+{protocols}
+"""
+BIRD_BENCH_PROTO = """
+protocol bgp feeder{i} {{
+  local {local} port 17900 as {local_as};
+  neighbor {neighbor} as {peer_as};
+  strict bind yes; multihop; hold time 180;
+  error wait time 1,5; connect retry time 1;
+  ipv4 {{ import all; export none; }};
+  ipv6 {{ import all; export none; }};
+}}
+"""
+
+
+def _birdc(sock: Path, *args: str) -> str:
+    return subprocess.run(
+        ["birdc", "-s", str(sock), *args], capture_output=True, text=True, timeout=30
+    ).stdout
+
+
+def run_bird(workdir: Path, ipv4: int, ipv6: int, seed: int, peers: int) -> dict[str, Any]:
+    """BIRD 2 receiving the same table(s): time from Established to every route imported."""
+    if shutil.which("bird") is None:
+        raise SystemExit("bird (BIRD 2) is not installed")
+    feeders = start_feeders(workdir, ipv4, ipv6, seed, peers)
+    conf, sock = workdir / "bird.conf", workdir / "bird.ctl"
+    protocols = "".join(
+        BIRD_BENCH_PROTO.format(
+            i=i, local=BIRD_ADDR, local_as=LOCAL_AS, neighbor=feeder_addr(i), peer_as=FEEDER_AS + i
+        )
+        for i in range(peers)
+    )
+    conf.write_text(BIRD_BENCH_CONF.format(router_id=BIRD_ADDR, protocols=protocols))
+    sock.unlink(missing_ok=True)
+    bird = subprocess.Popen(
+        ["bird", "-f", "-c", str(conf), "-s", str(sock), "-P", str(workdir / "bird.pid")],
+        stdout=subprocess.DEVNULL,
+        stderr=_log_file(workdir / "bird.log"),
+    )
+    try:
+        want = ipv4 + ipv6  # per peer (every feeder serves this many)
+        t_up: float | None = None
+        t_99: float | None = None
+        deadline = time.monotonic() + 1800
+        while True:
+            if bird.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"bird failed; see {workdir / 'bird.log'}")
+            if not sock.exists():
+                time.sleep(0.02)
+                continue
+            out = _birdc(sock, "show", "protocols", "all")
+            now = time.monotonic()
+            established = sum(
+                1 for line in out.splitlines() if "BGP state:" in line and "Established" in line
+            )
+            if t_up is None and established:
+                t_up = now
+            imported = sum(
+                int(line.split()[1]) for line in out.splitlines() if line.strip().startswith("Routes:")
+            )
+            if t_99 is None and imported >= 0.99 * want * peers:
+                t_99 = now
+            if imported >= want * peers and established == peers:
+                t_end = now
+                break
+            time.sleep(0.02)
+        cpu = proc_cpu_s(bird.pid)
+        rss = proc_peak_rss_mb(bird.pid)
+    finally:
+        stop(bird)
+        for proc in feeders:
+            stop(proc)
+    assert t_up is not None and t_99 is not None
+    paths = want * peers
+    return {
+        "seconds": t_end - t_up,
+        "seconds_99": t_99 - t_up,
+        "prefixes": paths,
+        "prefixes_per_s": paths / (t_end - t_up),
+        "cpu_s": cpu,
+        "rss_mb": rss,
+    }
+
+
+GOBGP_BENCH_CONF = """
+[global.config]
+  as = {local_as}
+  router-id = "{router_id}"
+  port = 17901
+  local-address-list = ["{router_id}"]
+{neighbors}
+"""
+GOBGP_BENCH_NEIGHBOR = """
+[[neighbors]]
+  [neighbors.config]
+    neighbor-address = "{neighbor}"
+    peer-as = {peer_as}
+  [neighbors.transport.config]
+    local-address = "{local}"
+  [neighbors.timers.config]
+    hold-time = 180
+  [neighbors.ebgp-multihop.config]
+    enabled = true
+    multihop-ttl = 5
+  [[neighbors.afi-safis]]
+    [neighbors.afi-safis.config]
+      afi-safi-name = "ipv4-unicast"
+  [[neighbors.afi-safis]]
+    [neighbors.afi-safis.config]
+      afi-safi-name = "ipv6-unicast"
+"""
+
+
+def run_gobgp(workdir: Path, ipv4: int, ipv6: int, seed: int, peers: int) -> dict[str, Any]:
+    """GoBGP receiving the same table(s); polled with ``gobgp neighbor -j`` (the list: cheap)."""
+    if shutil.which("gobgpd") is None:
+        raise SystemExit("gobgpd is not installed")
+    feeders = start_feeders(workdir, ipv4, ipv6, seed, peers)
+    conf = workdir / "gobgp.toml"
+    neighbors = "".join(
+        GOBGP_BENCH_NEIGHBOR.format(neighbor=feeder_addr(i), peer_as=FEEDER_AS + i, local=BIRD_ADDR)
+        for i in range(peers)
+    )
+    conf.write_text(GOBGP_BENCH_CONF.format(local_as=LOCAL_AS, router_id=BIRD_ADDR, neighbors=neighbors))
+    api = [f"{BIRD_ADDR}:17902"]
+    gobgpd = subprocess.Popen(
+        ["gobgpd", "-f", str(conf), "--api-hosts", api[0], "--pprof-disable"],
+        stdout=subprocess.DEVNULL,
+        stderr=_log_file(workdir / "gobgpd.log"),
+    )
+    try:
+        want = (ipv4 + ipv6) * peers
+        t_up: float | None = None
+        t_99: float | None = None
+        deadline = time.monotonic() + 1800
+        while True:
+            if gobgpd.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"gobgpd failed; see {workdir / 'gobgpd.log'}")
+            out = subprocess.run(
+                ["gobgp", "-u", BIRD_ADDR, "-p", "17902", "neighbor", "-j"], capture_output=True, timeout=30
+            ).stdout
+            now = time.monotonic()
+            try:
+                neigh = orjson.loads(out) if out.strip() else []
+            except orjson.JSONDecodeError:
+                neigh = []
+            if not isinstance(neigh, list):
+                neigh = [neigh]
+            neigh = [n for n in neigh if isinstance(n, dict)]
+            up = sum(1 for n in neigh if n.get("state", {}).get("session_state") == 6)
+            if t_up is None and up:
+                t_up = now
+            accepted = sum(
+                a.get("state", {}).get("accepted", 0) for n in neigh for a in n.get("afi_safis", [])
+            )
+            if t_99 is None and accepted >= 0.99 * want:
+                t_99 = now
+            if accepted >= want:
+                t_end = now
+                break
+            time.sleep(0.05)
+        cpu = proc_cpu_s(gobgpd.pid)
+        rss = proc_peak_rss_mb(gobgpd.pid)
+    finally:
+        stop(gobgpd)
+        for proc in feeders:
+            stop(proc)
+    assert t_up is not None and t_99 is not None
+    return {
+        "seconds": t_end - t_up,
+        "seconds_99": t_99 - t_up,
+        "prefixes": want,
+        "prefixes_per_s": want / (t_end - t_up),
+        "cpu_s": cpu,
+        "rss_mb": rss,
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--prefixes", type=int, default=200_000, help="IPv4 prefixes (default 200000)")
@@ -327,7 +706,24 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--systems", default="exabgp-alone,peerctl-exabgp")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument(
+        "--peers",
+        type=int,
+        default=1,
+        help="feeders with overlapping tables (peerctl-native, bird, gobgp only)",
+    )
+    ap.add_argument("--child", help=argparse.SUPPRESS)
+    ap.add_argument("--workdir", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.child == "peerctl-native":  # the measured process of run_native
+        from orchestrator.log import configure_logging as _configure
+
+        _configure("warning", json=True)
+        result = asyncio.run(
+            _run_native_child(Path(args.workdir), args.prefixes, args.ipv6, args.seed, args.peers)
+        )
+        print(orjson.dumps(result).decode())
+        return 0
     if os.geteuid() != 0:
         print("benchmarks.ingest: needs root (the feeder listens on port 179)", file=sys.stderr)
         return 2
@@ -344,6 +740,12 @@ def main(argv: list[str] | None = None) -> int:
                     r = run_exabgp_alone(workdir, args.prefixes, args.ipv6, args.seed)
                 elif system == "peerctl-exabgp":
                     r = asyncio.run(_run_peerctl(workdir, args.prefixes, args.ipv6, args.seed))
+                elif system == "peerctl-native":
+                    r = run_native(workdir, args.prefixes, args.ipv6, args.seed, args.peers)
+                elif system == "bird":
+                    r = run_bird(workdir, args.prefixes, args.ipv6, args.seed, args.peers)
+                elif system == "gobgp":
+                    r = run_gobgp(workdir, args.prefixes, args.ipv6, args.seed, args.peers)
                 else:
                     raise SystemExit(f"unknown system {system!r}")
                 runs[system].append(r)
@@ -356,7 +758,13 @@ def main(argv: list[str] | None = None) -> int:
         with contextlib.suppress(OSError):
             shutil.rmtree(workdir)
     out: dict[str, Any] = {
-        "table": {"ipv4": args.prefixes, "ipv6": args.ipv6, "seed": args.seed, "runs": args.runs},
+        "table": {
+            "ipv4": args.prefixes,
+            "ipv6": args.ipv6,
+            "seed": args.seed,
+            "runs": args.runs,
+            **({"peers": args.peers, "overlap": OVERLAP} if args.peers > 1 else {}),
+        },
         "systems": {},
     }
     for system, rs in runs.items():
@@ -366,12 +774,24 @@ def main(argv: list[str] | None = None) -> int:
         out["systems"]["peerctl-exabgp"]["rib_bytes_per_path"] = rib_bytes_per_path(
             args.prefixes, args.ipv6, args.seed
         )
+    if {"exabgp-alone", "peerctl-native"} <= out["systems"].keys():
+        a, p = out["systems"]["exabgp-alone"], out["systems"]["peerctl-native"]
+        out.setdefault("ratios", {})["native_vs_exabgp_prefixes_per_s"] = (
+            p["prefixes_per_s"] / a["prefixes_per_s"]
+        )
+    if {"bird", "peerctl-native"} <= out["systems"].keys():
+        b, p = out["systems"]["bird"], out["systems"]["peerctl-native"]
+        out.setdefault("ratios", {})["native_vs_bird_prefixes_per_s"] = (
+            p["prefixes_per_s"] / b["prefixes_per_s"]
+        )
     if {"exabgp-alone", "peerctl-exabgp"} <= out["systems"].keys():
         a, p = out["systems"]["exabgp-alone"], out["systems"]["peerctl-exabgp"]
-        out["ratios"] = {
-            "peerctl_vs_exabgp_seconds": p["seconds"] / a["seconds"],
-            "peerctl_cpu_share": p["peerctl_cpu_share"],
-        }
+        out.setdefault("ratios", {}).update(
+            {
+                "peerctl_vs_exabgp_seconds": p["seconds"] / a["seconds"],
+                "peerctl_cpu_share": p["peerctl_cpu_share"],
+            }
+        )
     if args.json:
         print(orjson.dumps(out, option=orjson.OPT_INDENT_2).decode())
     else:
@@ -383,9 +803,12 @@ def main(argv: list[str] | None = None) -> int:
                     f", peerctl {m['peerctl_cpu_s']:.1f} CPU-s ({m['peerctl_cpu_share']:.1%} of ExaBGP), "
                     f"RIB {m.get('rib_bytes_per_path', 0):.0f} B/path"
                 )
+            who = "ExaBGP " if system.endswith("exabgp") or system == "exabgp-alone" else ""
+            if "bytes_per_path" in m:
+                extra += f", {m['bytes_per_path']:.0f} B/path RSS, {m['best_changes']:,.0f} best changes"
             print(
                 f"  {system:15} {m['seconds']:7.2f} s {m['prefixes_per_s']:>10,.0f} prefixes/s "
-                f"ExaBGP {m['cpu_s']:.1f} CPU-s {m['rss_mb']:.0f} MB{extra}"
+                f"{who}{m['cpu_s']:.1f} CPU-s {m['rss_mb']:.0f} MB{extra}"
             )
     return 0
 
