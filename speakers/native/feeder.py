@@ -332,7 +332,11 @@ async def main_async(args: argparse.Namespace) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     if args.listen:
-        server = await asyncio.start_server(feeder.session, args.listen, args.port, reuse_address=True)
+        try:
+            server = await asyncio.start_server(feeder.session, args.listen, args.port, reuse_address=True)
+        except OSError as exc:  # port taken, address not local, no privilege for port < 1024
+            log.error("listen_failed", address=args.listen, port=args.port, detail=exc.strerror or str(exc))
+            return 2
         log.info("listening", address=args.listen, port=args.port)
         if args.ready_file:
             Path(args.ready_file).touch()

@@ -178,3 +178,22 @@ def test_feeder_to_exabgp(tmp_path: Path, feeder: tuple[subprocess.Popen[bytes],
             exa.wait(10)
         except subprocess.TimeoutExpired:
             exa.kill()
+
+
+def test_listen_on_a_taken_port_is_one_clear_error() -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.60.9", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = subprocess.run(
+            [sys.executable, "-m", "speakers.native.feeder", "--listen", "127.0.60.9", "--port", str(port),
+             "--asn", "65010", "--router-id", "127.0.60.9", "--ipv4", "10", "--ipv6", "0"],
+            cwd=ROOT, capture_output=True, text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )  # fmt: skip
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    last = json.loads(proc.stderr.strip().splitlines()[-1])
+    assert last["event"] == "listen_failed" and last["port"] == port
+    assert "in use" in last["detail"]
