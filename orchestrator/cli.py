@@ -253,6 +253,35 @@ def cmd_fib(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_collector(args: argparse.Namespace) -> int:
+    if args.action == "dump":
+        data = api_call(args, "POST", "/api/v1/collector/dump", {}, timeout=600.0)
+        if args.json:
+            _print_json(data)
+        else:
+            print("\n".join(data.get("rib_files") or [data["rib_file"]]))
+        return 0
+    data = api_call(args, "GET", "/api/v1/collector")
+    if args.json:
+        _print_json(data)
+        return 0
+    if not data["enabled"]:
+        print(f"collector disabled (set [collector] enabled = true; files would go to {data['dir']})")
+        return 0
+    rib_every = f"{data['rib_interval']} s" if data["rib_interval"] else "request"
+    print(
+        f"collector: {data['dir']}, updates every {data['updates_interval']} s, RIB every {rib_every} "
+        f"({data['rib_policy']}-policy), compression {data['compression']}"
+    )
+    print(f"updates file: {data['updates_file'] or '-'}")
+    print(f"last RIB dump: {data['last_rib_file'] or '-'}")
+    print(f"records: {data['records']:,} ({data['bytes']:,} bytes), written {data['records_written']:,}; "
+          f"errors {data['errors']:,}")
+    if data.get("last_error"):
+        print(f"last error: {data['last_error']}")
+    return 0
+
+
 def cmd_mrt_info(args: argparse.Namespace) -> int:
     from orchestrator.collector.mrtinfo import main_mrt_info
 
@@ -298,6 +327,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int)
     p.add_argument("--filtered", action="store_true", help="also paths refused by import policies")
     add("fib", cmd_fib, "kernel FIB status")
+    p = add("collector", cmd_collector, "MRT route collection status; `dump`: write a RIB dump now")
+    p.add_argument("action", nargs="?", choices=["status", "dump"], default="status")
     mrt = sub.add_parser("mrt", help="MRT files")
     mrt_sub = mrt.add_subparsers(dest="mrt_command", required=True, metavar="COMMAND")
     p = mrt_sub.add_parser("info", help="summarise an MRT file (peers, prefixes, time range)")

@@ -142,6 +142,34 @@ class AnnounceConfig:
     """Keep announcements in ``runtime.dir/announcements.json`` across restarts."""
 
 
+class RibPolicy(enum.Enum):
+    """Which Adj-RIB-In the collector's RIB dumps hold."""
+
+    POST = "post"  # after import policy: the RIB's paths, attributes as the policy left them
+    PRE = "pre"  # as received, including routes the import policy refused
+    BOTH = "both"
+
+
+@dataclass(frozen=True, slots=True)
+class CollectorConfig:
+    """``[collector]``: MRT files of what peers send (``orchestrator.collector.service``)."""
+
+    enabled: bool = False
+    dir: Path = Path("run/mrt")
+    """Where ``updates.*`` and ``rib.*`` go; relative to the config file. Default: ``runtime.dir/mrt``."""
+    updates_interval: int = 900
+    """Seconds per ``updates.YYYYMMDD.HHMM`` file (RouteViews 900, RIS 300)."""
+    rib_interval: int = 7200
+    """Seconds between ``rib.YYYYMMDD.HHMM`` TABLE_DUMP_V2 dumps (aligned to the epoch); 0 = only on
+    request (``POST /api/v1/collector/dump``)."""
+    compression: str = "gz"
+    """``gz``, ``bz2`` or ``none``."""
+    rib_policy: RibPolicy = RibPolicy.POST
+    """``post``: ``rib.*`` holds the Adj-RIB-In after import policy; ``pre``: ``rib-pre.*`` holds it as
+    received (refused routes included; costs a copy of the table of each peer with a policy);
+    ``both``: both files."""
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     path: Path
@@ -155,6 +183,7 @@ class Config:
     safety: SafetyRules | None = None
     """``[safety]``: PEERING announcement rules; None = no allocation, announcements refused."""
     announce: AnnounceConfig = field(default_factory=AnnounceConfig)
+    collector: CollectorConfig = field(default_factory=CollectorConfig)
 
     def peer(self, name: str) -> PeerConfig:
         for p in self.peers:
@@ -609,6 +638,7 @@ class _Section:
 
 _TOP_KEYS: Final = (
     "local", "api", "runtime", "decision", "fib", "templates", "peers", "lab", "safety", "announce",
+    "collector",
 )  # fmt: skip
 # Policy keys (issue 4), parsed by ``policies.config.parse_peer_policy``.
 _POLICY_KEYS: Final = ("import", "export", "max_prefix", "irr", "rpki", "dampening")
@@ -846,6 +876,29 @@ def _load_announce(ctx: _Ctx, value: object) -> AnnounceConfig:
     )
 
 
+COLLECTOR_MAX_INTERVAL: Final = 7 * 86_400
+
+
+def _load_collector(ctx: _Ctx, value: object, base: Path, runtime: RuntimeConfig) -> CollectorConfig:
+    keys = ("enabled", "dir", "updates_interval", "rib_interval", "compression", "rib_policy")
+    sec = _Section(ctx, "collector", _table(ctx, "collector", value), keys)
+    d = CollectorConfig()
+    raw_dir = sec.get("dir", _text, "")
+    if sec.has("dir") and not raw_dir:
+        raise sec.error("dir", "must not be empty")
+    rib_interval = sec.get("rib_interval", _int(0, COLLECTOR_MAX_INTERVAL), d.rib_interval)
+    if 0 < rib_interval < 60:
+        raise sec.error("rib_interval", f"must be 0 (dumps on request only) or >= 60, got {rib_interval}")
+    return CollectorConfig(
+        enabled=sec.get("enabled", _bool, d.enabled),
+        dir=Path(os.path.normpath(base / Path(raw_dir).expanduser())) if raw_dir else runtime.dir / "mrt",
+        updates_interval=sec.get("updates_interval", _int(1, COLLECTOR_MAX_INTERVAL), d.updates_interval),
+        rib_interval=rib_interval,
+        compression=sec.get("compression", _one_of(("gz", "bz2", "none")), d.compression),
+        rib_policy=sec.get("rib_policy", _enum(RibPolicy), d.rib_policy),
+    )
+
+
 def _load_peers(
     ctx: _Ctx, value: object, templates: Mapping[str, Mapping[str, object]]
 ) -> tuple[PeerConfig, ...]:
@@ -940,7 +993,8 @@ def load_config(path: str | Path) -> Config:
     lab = _load_lab(ctx, data.get("lab", {}), peers)
     safety = _load_safety(ctx, data["safety"], local.asn) if "safety" in data else None
     announce = _load_announce(ctx, data.get("announce", {}))
-    return Config(source, local, api, runtime, decision, fib, peers, lab, safety, announce)
+    collector = _load_collector(ctx, data.get("collector", {}), source.parent, runtime)
+    return Config(source, local, api, runtime, decision, fib, peers, lab, safety, announce, collector)
 
 
 # ---- views and diffs --------------------------------------------------------------------------------

@@ -84,6 +84,7 @@ class Daemon:
         self.event_listeners: list[EventListener] = []
         self.fib: Any = None  # orchestrator.fib.writer.FibWriter when fib.mode != off
         self.lab: Any = None  # orchestrator.lab.runner.LabRunner when lab.enabled
+        self.collector: Any = None  # orchestrator.collector.service.Collector when collector.enabled
         self.started_at = time.time()
         self.stopping = asyncio.Event()
         self._rib_task: asyncio.Task[None] | None = None
@@ -101,6 +102,7 @@ class Daemon:
         """Start FIB, RIB task, lab feeders and speakers. Raises OrchestratorError on a fatal problem."""
         self.runtime_dir.mkdir(parents=True, exist_ok=True)
         self._gc_task = asyncio.create_task(self._gc_loop(), name="gc")
+        await self.start_collector()
         if self.config.fib.mode.value != "off":
             from orchestrator.fib.writer import FibWriter
 
@@ -144,7 +146,24 @@ class Daemon:
             self._rib_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._rib_task
+        await self.stop_collector()  # after the RIB task: every event it applied is recorded
         self.log.info("daemon_stopped")
+
+    async def start_collector(self) -> None:
+        """Start MRT recording when ``[collector] enabled`` (before any speaker: nothing missed)."""
+        if self.config.collector.enabled and self.collector is None:
+            from orchestrator.collector.service import Collector
+
+            self.collector = Collector(self.config.collector, self)
+            await self.collector.start()
+            self.event_listeners.append(self.collector.on_event)
+
+    async def stop_collector(self) -> None:
+        collector, self.collector = self.collector, None
+        if collector is not None:
+            with contextlib.suppress(ValueError):
+                self.event_listeners.remove(collector.on_event)
+            await collector.aclose()
 
     async def _gc_loop(self) -> None:
         """Cyclic GC on our schedule instead of the allocator's.
@@ -199,6 +218,8 @@ class Daemon:
             )
         )
         self.status[peer.name] = PeerStatus(state="connect", since=time.monotonic())
+        if self.collector is not None:
+            self.collector.add_peer(peer)  # a reload may have changed its addresses
         speaker = self._make_speaker(peer)
         self.speakers[peer.name] = speaker
         await speaker.start()

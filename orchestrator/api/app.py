@@ -149,6 +149,28 @@ async def fib(request: web.Request) -> web.Response:
     return json_response(d.fib.status())
 
 
+async def collector(request: web.Request) -> web.Response:
+    d = _daemon(request)
+    if d.collector is None:
+        from orchestrator.collector.service import disabled_status
+
+        return json_response(disabled_status(d.config.collector))
+    status: dict[str, Any] = d.collector.status()
+    return json_response(status)
+
+
+async def collector_dump(request: web.Request) -> web.Response:
+    """Write a RIB snapshot now: ``{"rib_file": path, "rib_files": [...]}``; 409 when disabled."""
+    d = _daemon(request)
+    if d.collector is None:
+        raise ApiError(409, "the collector is disabled ([collector] enabled = false)")
+    try:
+        files = await d.collector.dump()
+    except OSError as exc:
+        raise ApiError(500, f"RIB dump failed: {exc}") from None
+    return json_response({"rib_file": str(files[0]), "rib_files": [str(f) for f in files]})
+
+
 async def reload(request: web.Request) -> web.Response:
     d = _daemon(request)
     result = await d.reload()
@@ -169,6 +191,8 @@ def build_app(daemon: Daemon) -> web.Application:
     r.add_get("/api/v1/routes", routes)
     r.add_get("/api/v1/routes/{prefix:.+}", route)
     r.add_get("/api/v1/fib", fib)
+    r.add_get("/api/v1/collector", collector)
+    r.add_post("/api/v1/collector/dump", collector_dump)
     r.add_post("/api/v1/reload", reload)
     from orchestrator.api import metrics, stream  # noqa: F401  (they register their routes on import)
 

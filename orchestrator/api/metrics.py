@@ -211,6 +211,16 @@ def collect(daemon: Daemon, rates: RateWindow) -> list[MetricFamily]:
     fib_errors = MetricFamily("peerctl_fib_errors_total", "counter", "Routes the kernel refused.")
     fib_pending = MetricFamily("peerctl_fib_pending", "gauge", "Route changes waiting for the kernel.")
     build = MetricFamily("peerctl_build_info", "gauge", "Always 1; the version is a label.")
+    mrt_records = MetricFamily(
+        "peerctl_collector_records_total", "counter", "MRT records (updates, state changes) recorded."
+    )
+    mrt_bytes = MetricFamily(
+        "peerctl_collector_bytes_total", "counter", "Uncompressed MRT bytes of the recorded updates."
+    )
+    mrt_errors = MetricFamily(
+        "peerctl_collector_errors_total", "counter", "MRT records lost to write errors."
+    )
+    mrt_dumps = MetricFamily("peerctl_collector_rib_dumps_total", "counter", "MRT RIB dumps written.")
 
     counts = daemon.rib.counts()
     peer_counts: Mapping[str, Any] = counts.get("peers", {})
@@ -257,6 +267,11 @@ def collect(daemon: Daemon, rates: RateWindow) -> list[MetricFamily]:
     fib_errors.add(int(fib.get("errors", 0)))
     fib_pending.add(int(fib.get("pending", 0)))
     build.add(1, version=build_version())
+    col = daemon.collector
+    mrt_records.add(col.records if col is not None else 0)
+    mrt_bytes.add(col.bytes if col is not None else 0)
+    mrt_errors.add(col.errors if col is not None else 0)
+    mrt_dumps.add(col.dumps if col is not None else 0)
 
     return [
         peer_up,
@@ -276,6 +291,10 @@ def collect(daemon: Daemon, rates: RateWindow) -> list[MetricFamily]:
         fib_errors,
         fib_pending,
         build,
+        mrt_records,
+        mrt_bytes,
+        mrt_errors,
+        mrt_dumps,
     ]
 
 

@@ -3,12 +3,18 @@
 Theory of operation
 -------------------
 Names follow RouteViews / RIS: ``updates.YYYYMMDD.HHMM`` and ``rib.YYYYMMDD.HHMM`` (UTC, the start of
-the period), plus ``.gz`` or ``.bz2``. A file is written as ``<name>.partial`` and renamed when it is
+the period), plus ``.gz`` or ``.bz2``; periods that are not whole minutes get ``HHMMSS`` so that
+every period has a name of its own. A name already on disk (a restart inside the same period, two
+dumps in one minute) is never overwritten: the new file gets ``.1``, ``.2``, ... before the
+compression suffix. A file is written as ``<name>.partial`` and renamed when it is
 complete, so a reader (or an rsync to an archive) never sees half a file under the final name.
 
 ``UpdateFileWriter`` owns one thread that does all file work (open, compress, write, close,
 rename). The event loop only appends ``(timestamp, record bytes)`` to a queue: ``write`` never blocks
-and never drops a record. The period of a record is chosen from its own timestamp, so a file holds
+and never drops a record; ``write_chunk`` queues many records of one period as one ``bytes`` (one
+queue item and one compressor call instead of one per record). ``rotate(now)`` finishes the current
+file once its period is over even when no record came since, so a quiet peer does not keep the
+last file ``.partial``. The period of a record is chosen from its own timestamp, so a file holds
 exactly the records of its period (records arrive in time order from one collector task). ``flush``
 waits until everything queued is written; ``aclose`` drains the queue, finishes and renames the
 current file, and stops the thread: records written before ``aclose`` are never lost, including on
@@ -34,6 +40,7 @@ from typing import Literal, Protocol
 Compression = Literal["gz", "bz2", None]
 
 _STOP = object()
+_ROTATE = object()
 
 
 def period_start(timestamp: float, interval: int) -> int:
@@ -42,9 +49,22 @@ def period_start(timestamp: float, interval: int) -> int:
 
 
 def file_name(kind: str, start: int, compression: Compression) -> str:
-    """``updates.20240101.0015.gz``-style name for a period starting at ``start`` (UTC)."""
-    stamp = time.strftime("%Y%m%d.%H%M", time.gmtime(start))
+    """``updates.20240101.0015.gz``-style name for a period starting at ``start`` (UTC); seconds are
+    added (``HHMMSS``) when ``start`` is not on a whole minute."""
+    stamp = time.strftime("%Y%m%d.%H%M" if start % 60 == 0 else "%Y%m%d.%H%M%S", time.gmtime(start))
     return f"{kind}.{stamp}" + (f".{compression}" if compression else "")
+
+
+def free_name(path: Path, compression: Compression) -> Path:
+    """``path`` if nothing is there, else the first free ``<stem>.N[.gz|.bz2]`` (N = 1, 2, ...)."""
+    if not path.exists():
+        return path
+    suffix = f".{compression}" if compression else ""
+    stem = path.name[: len(path.name) - len(suffix)] if suffix else path.name
+    n = 1
+    while (candidate := path.with_name(f"{stem}.{n}{suffix}")).exists():
+        n += 1
+    return candidate
 
 
 class _Sink(Protocol):
@@ -75,6 +95,7 @@ class UpdateFileWriter:
         self.compression = compression
         self.completed: list[Path] = []  # finished files, oldest first (read from the loop after flush)
         self.records_written = 0
+        self.current: Path | None = None  # the file being written (final name), set by the thread
         self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
         self._error: BaseException | None = None
         self._closed = False
@@ -87,7 +108,18 @@ class UpdateFileWriter:
     def write(self, record: bytes, timestamp: float) -> None:
         """Queue one MRT record for the file of ``timestamp``'s period. Never blocks."""
         self._check()
-        self._queue.put((timestamp, record))
+        self._queue.put((timestamp, record, 1))
+
+    def write_chunk(self, data: bytes, timestamp: float, records: int) -> None:
+        """Queue ``records`` MRT records joined into ``data``, all of ``timestamp``'s period (the
+        caller cuts chunks at period boundaries). Never blocks."""
+        self._check()
+        self._queue.put((timestamp, data, records))
+
+    def rotate(self, now: float) -> None:
+        """Finish the current file if ``now`` is past its period (no record needed). Never blocks."""
+        self._check()
+        self._queue.put((_ROTATE, now))
 
     async def flush(self) -> None:
         """Wait until every record queued so far is written (and rotations done)."""
@@ -130,7 +162,12 @@ class UpdateFileWriter:
                     self._loop.call_soon_threadsafe(_resolve, item)
                     continue
                 assert isinstance(item, tuple)
-                timestamp, record = item
+                if item[0] is _ROTATE:
+                    if fh is not None and period_start(item[1], self.interval) != current:
+                        self._finish(fh, partial, final)
+                        fh = None
+                    continue
+                timestamp, record, count = item
                 start = period_start(timestamp, self.interval)
                 if start != current or fh is None:
                     if fh is not None:
@@ -139,8 +176,9 @@ class UpdateFileWriter:
                     final = self.directory / file_name(self.kind, start, self.compression)
                     partial = final.with_name(final.name + ".partial")
                     fh = _open(partial, self.compression)
+                    self.current = final
                 fh.write(record)
-                self.records_written += 1
+                self.records_written += count
             if fh is not None:
                 self._finish(fh, partial, final)
                 fh = None
@@ -159,9 +197,9 @@ class UpdateFileWriter:
 
     def _finish(self, fh: _Sink, partial: Path, final: Path) -> None:
         fh.close()
-        if final.exists():  # a restart inside the same period: keep both, never overwrite
-            final = final.with_name(f"{final.name}.{int(time.time())}")
+        final = free_name(final, self.compression)  # a restart inside the same period: keep both
         os.replace(partial, final)
+        self.current = None
         self.completed.append(final)
 
 
@@ -179,6 +217,7 @@ def _write_file(path: Path, chunks: Iterable[bytes], compression: Compression) -
                 fh.write(chunk)
         finally:
             fh.close()
+        path = free_name(path, compression)
         os.replace(partial, path)
     except BaseException:
         partial.unlink(missing_ok=True)

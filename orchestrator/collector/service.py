@@ -1,0 +1,351 @@
+"""The daemon's route collector: every update and session change into MRT files, periodic RIB dumps.
+
+Theory of operation
+-------------------
+``Collector.on_event`` sits on ``Daemon.event_listeners``: the RIB task calls it with each speaker
+event, whichever speaker produced it, before the RIB applies it (wall-clock time of arrival). It
+encodes the event at once with ``record.RecordEncoder`` (cached attribute bytes + concatenation) and
+appends the bytes to a pending list. The list goes to the ``files.UpdateFileWriter`` thread as one
+``write_chunk`` (one queue item, one compressor call) when the RIB task yields (a ``call_soon``
+armed by the first pending record), when it holds ``CHUNK_RECORDS`` records, or when a record
+belongs to the next ``updates_interval`` period (a chunk never spans two files). So per UPDATE the
+loop pays the encoding and a list append; file I/O and compression run in the writer thread (zlib
+and bz2 release the GIL, so on two cores they mostly overlap the loop).
+
+Nothing is lost at rotation (the writer picks the file from each chunk's period) or at shutdown:
+``aclose`` runs after the daemon has drained its event queue and stopped the RIB task, flushes the
+pending list and closes the writer, which renames the last file. A killed process leaves earlier
+files complete and the current one as ``.partial``. A background task rotates at each period end
+even without traffic, and dumps the RIB every ``rib_interval`` seconds (aligned to the epoch, as
+RouteViews' two-hourly ``rib.*``).
+
+RIB dumps (``dump``): one PEER_INDEX_TABLE entry per configured peer (config order, the router id
+its session reported), then TABLE_DUMP_V2 RIB records. The RIB's paths are listed in the loop in
+one go (``Rib.iter_paths``; ``Path`` objects are immutable, so the lists are a consistent
+snapshot), then encoded, compressed and written in a worker thread. Post-policy is the RIB itself;
+pre-policy needs the routes as received, which the RIB does not keep for peers with an import policy
+(it keeps refused routes but not the received attributes of accepted ones), so with ``rib_policy``
+``pre``/``both`` the collector keeps, for those peers only, a key → attributes table per family,
+updated from the same events (one dict entry per prefix; the attribute objects are shared).
+
+Counters (``records``, ``bytes``, ``errors``) feed ``GET /api/v1/collector`` and ``/metrics``. A
+write error (disk full, directory removed) is counted and logged; the chunk is lost and the writer
+is recreated on the next chunk, at most every ``RETRY_S`` seconds (records meanwhile are counted
+as errors).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+from orchestrator.collector.files import Compression, UpdateFileWriter, dump_rib, period_start
+from orchestrator.collector.mrt import MrtWriter, PeerEntry
+from orchestrator.collector.record import RecordEncoder, RibRow, StateTracker, merge_pre_policy, rib_entries
+from orchestrator.config import CollectorConfig, PeerConfig, RibPolicy
+from orchestrator.rib.attrs import Attributes
+from orchestrator.rib.prefix import Family
+from speakers.events import EndOfRib, PeerDown, PeerUp, SpeakerEvent, Update
+
+if TYPE_CHECKING:
+    from orchestrator.daemon import Daemon
+
+CHUNK_RECORDS: Final = 2048  # records per write_chunk at most
+RETRY_S: Final = 10.0
+_FAMILIES: Final = (Family.IPV4, Family.IPV6)
+
+
+class Collector:
+    """One per daemon with ``[collector] enabled``. Create and ``start`` it inside the loop."""
+
+    def __init__(self, config: CollectorConfig, daemon: Daemon) -> None:
+        self.config = config
+        self.daemon = daemon
+        self.log = daemon.log.bind(component="collector")
+        self.compression: Compression = None if config.compression == "none" else config.compression  # type: ignore[assignment]
+        self.encoder = RecordEncoder(daemon.config.local.asn)
+        self.states = StateTracker()
+        self.records = 0  # records handed to the writer
+        self.bytes = 0  # uncompressed MRT bytes handed to the writer
+        self.errors = 0  # records lost to write errors
+        self.dumps = 0
+        self.last_error = ""
+        self.last_rib_file: Path | None = None
+        self.last_rib_files: list[Path] = []
+        self.up_since: dict[str, int] = {}  # peer -> wall-clock second its session came up
+        self.keep_received = config.rib_policy is not RibPolicy.POST
+        # pre-policy: peer -> per family (IPv4, IPv6) key -> attributes as received
+        self.received: dict[str, tuple[dict[int, Attributes], dict[int, Attributes]]] = {}
+        self._writer: UpdateFileWriter | None = None
+        self._retry_at = 0.0
+        self._pending: list[bytes] = []
+        self._pending_ts = 0
+        self._pending_period = -1
+        self._armed = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._dump_lock = asyncio.Lock()
+
+    # -- life cycle --------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Create the directory and the writer thread, register the configured peers, start the
+        rotation / RIB-dump task. Raises OSError when the directory cannot be created."""
+        self._loop = asyncio.get_running_loop()
+        self.config.dir.mkdir(parents=True, exist_ok=True)
+        self._writer = self._new_writer()
+        for peer in self.daemon.config.peers:
+            self.add_peer(peer)
+        self._task = asyncio.create_task(self._ticker(), name="collector")
+        self.log.info("collector_started", dir=str(self.config.dir), compression=self.config.compression,
+                      updates_interval=self.config.updates_interval, rib_interval=self.config.rib_interval)
+
+    async def aclose(self) -> None:
+        """Write everything recorded so far and rename the current file. Call after the RIB task
+        stopped (no event can arrive any more)."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        self._flush()
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            try:
+                await writer.aclose()
+            except OSError as exc:
+                self._failed(exc, 0)
+        self.log.info("collector_stopped", records=self.records, errors=self.errors)
+
+    def _new_writer(self) -> UpdateFileWriter:
+        return UpdateFileWriter(self.config.dir, interval=self.config.updates_interval,
+                                compression=self.compression)
+
+    def add_peer(self, peer: PeerConfig) -> None:
+        """Register a peer's addresses for its records (at start and when a reload adds it)."""
+        self.encoder.set_peer(peer.name, peer.neighbor, peer.peer_as, peer.local_address)
+
+    # -- recording (called by the RIB task for every event) -----------------------------------------
+
+    def on_event(self, now: float, event: SpeakerEvent) -> None:
+        """``Daemon.event_listeners`` hook: record ``event`` as it arrived. Never raises."""
+        ts = int(now)
+        period = ts - ts % self.config.updates_interval
+        if period != self._pending_period:
+            if self._pending:
+                self._flush()
+            self._pending_period = period
+            self._pending_ts = ts
+        pending = self._pending
+        enc = self.encoder
+        peer = event.peer
+        if not enc.has_peer(peer):
+            self._register_late(peer)
+        if type(event) is Update:
+            enc.update(pending, ts, peer, event.family, event.attrs, event.announce, event.withdraw)
+            if self.keep_received:
+                self._keep(event)
+        elif type(event) is EndOfRib:
+            pending.append(enc.end_of_rib(ts, peer, event.family))
+        else:
+            move = self.states.move(event)
+            if move is not None:
+                pending.append(enc.state_change(ts, peer, *move))
+            if type(event) is PeerUp:
+                self.up_since[peer] = ts
+            elif type(event) is PeerDown:
+                self.received.pop(peer, None)
+        if not pending:
+            return
+        if len(pending) >= CHUNK_RECORDS:
+            self._flush()
+        elif not self._armed and self._loop is not None:
+            self._armed = True
+            self._loop.call_soon(self._flush)  # runs when the RIB task yields after its batch
+
+    def _register_late(self, name: str) -> None:
+        with contextlib.suppress(KeyError):
+            self.add_peer(self.daemon.config.peer(name))
+
+    def _keep(self, event: Update) -> None:
+        peer = event.peer
+        tables = self.received.get(peer)
+        if tables is None:
+            if peer not in self.daemon.imports.peers:  # no import policy: pre == post, the RIB has it
+                return
+            tables = self.received[peer] = ({}, {})
+        table = tables[0 if event.family is Family.IPV4 else 1]
+        for key in event.withdraw:
+            table.pop(key, None)
+        if event.attrs is not None and event.announce:
+            table.update(dict.fromkeys(event.announce, event.attrs))
+
+    def _flush(self) -> None:
+        self._armed = False
+        pending = self._pending
+        if not pending:
+            return
+        self._pending = []
+        data = b"".join(pending)
+        writer = self._writer
+        if writer is None:
+            if self._loop is None or time.monotonic() < self._retry_at:
+                self.errors += len(pending)
+                return
+            try:
+                writer = self._writer = self._new_writer()
+            except OSError as exc:
+                self._failed(exc, len(pending))
+                return
+        try:
+            writer.write_chunk(data, self._pending_ts, len(pending))
+        except Exception as exc:  # the writer thread died (its error surfaces here)
+            self._failed(exc, len(pending))
+            return
+        self.records += len(pending)
+        self.bytes += len(data)
+
+    def _failed(self, exc: BaseException, lost: int) -> None:
+        self.errors += lost
+        self.last_error = str(exc)
+        self._writer = None
+        self._retry_at = time.monotonic() + RETRY_S
+        self.log.error("collector_write_failed", reason=str(exc), lost=lost)
+
+    async def flush(self) -> None:
+        """Hand pending records to the writer and wait until they are in the file (tests, API)."""
+        self._flush()
+        if self._writer is not None:
+            try:
+                await self._writer.flush()
+            except OSError as exc:
+                self._failed(exc, 0)
+
+    # -- RIB dumps ---------------------------------------------------------------------------------
+
+    def _peer_table(self) -> tuple[list[PeerEntry], dict[str, int]]:
+        entries: list[PeerEntry] = []
+        index: dict[str, int] = {}
+        for peer in self.daemon.config.peers:
+            st = self.daemon.status.get(peer.name)
+            index[peer.name] = len(entries)
+            rid = st.router_id if st is not None and _dotted_quad(st.router_id) else "0.0.0.0"
+            entries.append(PeerEntry(peer.neighbor, peer.peer_as, rid))
+        return entries, index
+
+    async def dump(self, now: float | None = None) -> list[Path]:
+        """Write the RIB dump(s) of ``rib_policy`` now; returns the files (post-policy first).
+        Raises OSError when a file cannot be written."""
+        async with self._dump_lock:
+            ts = int(time.time() if now is None else now)
+            peers, index = self._peer_table()
+            originated = dict(self.up_since)
+            rib = self.daemon.rib
+            # The snapshot: lists of immutable Path objects, taken between RIB batches.
+            snapshot = [(f, key, paths) for f in _FAMILIES for key, paths in rib.iter_paths(f)]
+            policy = self.config.rib_policy
+            received = {name: (dict(t[0]), dict(t[1])) for name, t in self.received.items()} \
+                if policy is not RibPolicy.POST else {}  # fmt: skip
+            files: list[Path] = []
+            if policy is not RibPolicy.PRE:
+                rows = rib_entries(snapshot, index, originated)
+                files.append(await self._write_dump("rib", ts, peers, "post-policy", rows))
+            if policy is not RibPolicy.POST:
+                rows = _pre_rows(snapshot, received, index, originated)
+                files.append(await self._write_dump("rib-pre", ts, peers, "pre-policy", rows))
+            self.last_rib_file = files[0]
+            self.last_rib_files = files
+            self.dumps += 1
+            self.log.info("collector_rib_dumped", files=[str(f) for f in files], prefixes=len(snapshot))
+            return files
+
+    async def _write_dump(self, kind: str, ts: int, peers: Sequence[PeerEntry], view: str,
+                          rows: Iterator[RibRow]) -> Path:
+        writer = MrtWriter(peers, collector_id=self.daemon.config.local.router_id, view_name=view,
+                           timestamp=ts)
+        return await dump_rib(self.config.dir, ts, writer.rib_records(rows), kind=kind,
+                              compression=self.compression)
+
+    async def _ticker(self) -> None:
+        """Rotate at each updates period end; dump the RIB every rib_interval (aligned)."""
+        upd, rib = self.config.updates_interval, self.config.rib_interval
+        now = time.time()
+        next_rotate = period_start(now, upd) + upd
+        next_dump = period_start(now, rib) + rib if rib else float("inf")
+        while True:
+            await asyncio.sleep(max(0.0, min(next_rotate, next_dump) - time.time()))
+            now = time.time()
+            if now >= next_rotate:
+                next_rotate = period_start(now, upd) + upd
+                self._flush()
+                if self._writer is not None:
+                    try:
+                        self._writer.rotate(now)
+                    except OSError as exc:
+                        self._failed(exc, 0)
+            if now >= next_dump:
+                next_dump = period_start(now, rib) + rib
+                try:
+                    await self.dump(now)
+                except OSError as exc:
+                    self.last_error = str(exc)
+                    self.log.error("collector_rib_dump_failed", reason=str(exc))
+
+    # -- views -------------------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        writer = self._writer
+        current = writer.current if writer is not None else None
+        return {
+            "enabled": True,
+            "dir": str(self.config.dir),
+            "updates_file": str(current) if current is not None else None,
+            "last_rib_file": str(self.last_rib_file) if self.last_rib_file else None,
+            "last_rib_files": [str(f) for f in self.last_rib_files],
+            "records_written": writer.records_written if writer is not None else 0,
+            "records": self.records,
+            "bytes": self.bytes,
+            "errors": self.errors,
+            "rib_dumps": self.dumps,
+            "last_error": self.last_error,
+            "updates_interval": self.config.updates_interval,
+            "rib_interval": self.config.rib_interval,
+            "compression": self.config.compression,
+            "rib_policy": self.config.rib_policy.value,
+            "pre_policy_prefixes": sum(len(a) + len(b) for a, b in self.received.values()),
+        }
+
+
+def _pre_rows(snapshot: list[tuple[Family, int, Any]],
+              received: dict[str, tuple[dict[int, Attributes], dict[int, Attributes]]],
+              index: dict[str, int], originated: dict[str, int]) -> Iterator[RibRow]:
+    post = list(rib_entries(snapshot, index, originated))  # in the dump thread
+    for fi, family in enumerate(_FAMILIES):
+        yield from merge_pre_policy(post, {n: t[fi] for n, t in received.items()}, family, index, originated)
+
+
+def _dotted_quad(text: str) -> bool:
+    parts = text.split(".")
+    return len(parts) == 4 and all(p.isdigit() and int(p) < 256 for p in parts)
+
+
+def disabled_status(config: CollectorConfig) -> dict[str, Any]:
+    """``GET /api/v1/collector`` when the collector is off."""
+    return {
+        "enabled": False,
+        "dir": str(config.dir),
+        "updates_file": None,
+        "last_rib_file": None,
+        "records_written": 0,
+        "records": 0,
+        "bytes": 0,
+        "errors": 0,
+        "updates_interval": config.updates_interval,
+        "rib_interval": config.rib_interval,
+        "compression": config.compression,
+        "rib_policy": config.rib_policy.value,
+    }
