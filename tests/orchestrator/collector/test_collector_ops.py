@@ -1,0 +1,261 @@
+"""The collector under load and failure: rotation loses nothing, kill -9 leaves earlier files whole,
+the HTTP API and metrics, the [collector] config, pre-/post-policy dumps, oversized events."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from orchestrator.api.app import build_app
+from orchestrator.collector.mrt import Bgp4mpUpdate, MrtError, MrtReader, RibEntry
+from orchestrator.collector.record import RecordEncoder
+from orchestrator.config import RibPolicy, load_config
+from orchestrator.errors import ConfigError
+from orchestrator.rib.attrs import AS_SEQUENCE, Attributes
+from orchestrator.rib.prefix import Family, key_from_parts, parse_prefix
+from speakers.events import PeerUp, SpeakerEvent, Update
+
+from .daemon_helpers import feed, make_daemon, real_peers_and_events, start, updates_in
+
+REPO = Path(__file__).resolve().parents[3]
+ATTRS = Attributes(next_hop="192.0.2.1", as_path=((AS_SEQUENCE, (64500, 64501)),))
+
+
+def _keys(n: int, base: int = 0) -> list[int]:
+    return [key_from_parts((10 << 24) | ((base + i) << 8), 24, Family.IPV4) for i in range(n)]
+
+
+def test_rotation_under_load_loses_no_update(tmp_path: Path, real_data: Path) -> None:
+    """1-second files, ~3 s of UPDATEs: every UPDATE is in exactly one finished file, in order."""
+    peers, _ = real_peers_and_events(real_data / "mrt" / "updates/routeviews.updates.20161101.0000.bz2", 10)
+    daemon = make_daemon(tmp_path, peers[:1], interval=1)
+    name = peers[0].name
+    sent = 0
+
+    async def main() -> None:
+        nonlocal sent
+        await start(daemon)
+        await feed(daemon, [PeerUp(name, peers[0].peer_as, "10.0.0.1")])
+        deadline = time.monotonic() + 3.2
+        while time.monotonic() < deadline and sent < 200_000:
+            batch: list[SpeakerEvent] = [Update(name, Family.IPV4, ATTRS, _keys(1, sent + i), ())
+                                         for i in range(200)]
+            sent += len(batch)
+            await daemon.emit_many(batch)
+            await asyncio.sleep(0.002)
+        await daemon.stop()
+
+    asyncio.run(main())
+    files = sorted((tmp_path / "mrt").glob("updates.*"))
+    assert len(files) >= 3 and not [f for f in files if f.name.endswith(".partial")]
+    seen: list[int] = []
+    for f in files:
+        ups = [r for r in MrtReader(f) if isinstance(r, Bgp4mpUpdate)]
+        assert len({int(u.timestamp) for u in ups}) == 1  # a file holds its own second only
+        seen += [u.announce[Family.IPV4][0] for u in ups]
+    assert seen == _keys(sent) and sent > 2000
+
+
+WRITER = textwrap.dedent("""
+    import asyncio, sys, time
+    from pathlib import Path
+    sys.path.insert(0, sys.argv[2])
+    from tests.orchestrator.collector.daemon_helpers import make_daemon, feed, start
+    from tests.orchestrator.collector.test_collector_ops import ATTRS, _keys
+    from orchestrator.config import PeerConfig, PeerKind
+    from orchestrator.rib.prefix import Family
+    from speakers.events import PeerUp, Update
+
+    async def main():
+        peer = PeerConfig(name="p", kind=PeerKind.COLLECTOR, neighbor="192.0.2.1", peer_as=64500)
+        daemon = make_daemon(Path(sys.argv[1]), [peer], interval=1)
+        await start(daemon)
+        await feed(daemon, [PeerUp("p", 64500, "10.0.0.1")])
+        i = 0
+        deadline = time.monotonic() + 30  # bounded even if nobody kills us
+        while time.monotonic() < deadline:
+            await daemon.emit_many([Update("p", Family.IPV4, ATTRS, _keys(1, i + j), ()) for j in range(50)])
+            i += 50
+            await asyncio.sleep(0.005)
+
+    asyncio.run(main())
+""")
+
+
+def test_kill_9_leaves_earlier_files_intact(tmp_path: Path) -> None:
+    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path), str(REPO)], cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            done = [p for p in (tmp_path / "mrt").glob("updates.*") if not p.name.endswith(".partial")]
+            if len(done) >= 2 and list((tmp_path / "mrt").glob("*.partial")):
+                break
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            time.sleep(0.05)
+        else:
+            pytest.fail("the writer finished no two files in 20 s")
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    done = sorted(p for p in (tmp_path / "mrt").glob("updates.*") if not p.name.endswith(".partial"))
+    partial = list((tmp_path / "mrt").glob("*.partial"))
+    assert len(done) >= 2 and len(partial) == 1
+    counts = [sum(1 for r in MrtReader(p) if isinstance(r, Bgp4mpUpdate)) for p in done]  # raise if cut
+    assert all(n > 0 for n in counts[1:])
+    if partial[0].stat().st_size:  # what reached the disk of the file being written: cut, and said so
+        with pytest.raises(MrtError):
+            for _ in MrtReader(partial[0]):
+                pass
+
+
+def test_http_api_dump_status_and_metrics(tmp_path: Path, real_data: Path) -> None:
+    peers, events = real_peers_and_events(real_data / "mrt" / "updates/routeviews.updates.20161101.0000.bz2")
+    daemon = make_daemon(tmp_path, peers, compression="bz2")
+    off = make_daemon(tmp_path / "off", peers, enabled=False)
+
+    async def main() -> None:
+        await start(daemon)
+        await feed(daemon, events)
+        async with TestClient(TestServer(build_app(daemon))) as client:
+            resp = await client.get("/api/v1/collector")
+            status = await resp.json()
+            assert status["enabled"] and status["compression"] == "bz2" and status["updates_interval"] == 900
+            assert status["records"] == len(events) and status["last_rib_file"] is None
+            assert status["updates_file"].endswith(".bz2")
+            resp = await client.post("/api/v1/collector/dump")
+            assert resp.status == 200
+            rib_file = Path((await resp.json())["rib_file"])
+            assert rib_file.name.startswith("rib.") and rib_file.name.endswith(".bz2")
+            entries = sum(1 for r in MrtReader(rib_file) if isinstance(r, RibEntry))
+            assert entries == sum(len(ps) for f in Family for _, ps in daemon.rib.iter_paths(f)) > 1000
+            resp = await client.post("/api/v1/collector/dump")  # same minute: a new name, not overwritten
+            second = Path((await resp.json())["rib_file"])
+            assert second != rib_file and rib_file.exists() and second.exists()
+            assert (await (await client.get("/api/v1/collector")).json())["last_rib_file"] == str(second)
+            metrics = await (await client.get("/metrics")).text()
+            assert f"peerctl_collector_records_total {len(events)}" in metrics
+            assert "peerctl_collector_rib_dumps_total 2" in metrics
+            assert "peerctl_collector_errors_total 0" in metrics
+        async with TestClient(TestServer(build_app(off))) as client:
+            resp = await client.post("/api/v1/collector/dump")
+            assert resp.status == 409 and "disabled" in (await resp.json())["error"]
+            assert (await (await client.get("/api/v1/collector")).json())["enabled"] is False
+        await daemon.stop()
+
+    asyncio.run(main())
+    (upd,) = (tmp_path / "mrt").glob("updates.*")
+    assert sum(1 for r in MrtReader(upd) if isinstance(r, Bgp4mpUpdate)) == len(events) - len(peers)
+
+
+CONFIG = """\
+[local]
+asn = 64500
+router_id = "192.0.2.1"
+
+[runtime]
+dir = "state"
+
+[collector]
+{body}
+"""
+
+
+def _load(tmp_path: Path, body: str) -> object:
+    path = tmp_path / "c.toml"
+    path.write_text(CONFIG.format(body=body))
+    return load_config(path).collector
+
+
+@pytest.mark.parametrize(("body", "message"), [
+    ('enabled = true\nintervall = 5', "c.toml:10: collector.intervall: unknown key (did you mean"),
+    ('compression = "xz"', "c.toml:9: collector.compression: must be one of gz, bz2, none"),
+    ("rib_interval = 30", "c.toml:9: collector.rib_interval: must be 0 (dumps on request only) or >= 60"),
+    ("updates_interval = 0", "c.toml:9: collector.updates_interval: must be between 1 and"),
+    ('rib_policy = "all"', "c.toml:9: collector.rib_policy: must be one of post, pre, both"),
+    ('dir = ""', "c.toml:9: collector.dir: must not be empty"),
+])
+def test_config_errors_name_file_line_and_key(tmp_path: Path, body: str, message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        _load(tmp_path, body)
+    assert str(err.value).startswith(f"{tmp_path}/{message}"), str(err.value)
+
+
+def test_config_defaults_and_dirs(tmp_path: Path) -> None:
+    c = _load(tmp_path, "enabled = true")
+    assert c == type(c)(enabled=True, dir=tmp_path / "state" / "mrt", updates_interval=900, rib_interval=7200,
+                        compression="gz", rib_policy=RibPolicy.POST)
+    c = _load(tmp_path, 'dir = "archive/mrt"\nrib_policy = "both"\ncompression = "none"')
+    assert c.dir == tmp_path / "archive" / "mrt" and c.rib_policy is RibPolicy.BOTH  # type: ignore[attr-defined]
+    shipped = load_config(REPO / "config.toml")
+    assert shipped.collector.enabled and shipped.collector.dir == shipped.runtime.dir / "mrt"
+
+
+def test_pre_and_post_policy_dumps(tmp_path: Path) -> None:
+    """A bogon (10.0.0.0/8) refused by the import policy is in rib-pre, not in rib; accepted routes
+    are in both."""
+    cfg = tmp_path / "p.toml"
+    cfg.write_text(CONFIG.format(body=f'enabled = true\ndir = "{tmp_path}/mrt"\nrib_policy = "both"') + """
+[[peers]]
+name = "up"
+kind = "upstream"
+neighbor = "192.0.2.9"
+peer_as = 174
+import = { next_hop = false }
+""")
+    config = load_config(cfg)
+    assert config.peers[0].policy is not None
+    daemon = make_daemon(tmp_path, list(config.peers), rib_policy=RibPolicy.BOTH)
+    good = parse_prefix("8.8.8.0/24")[1], parse_prefix("9.9.9.0/24")[1]
+    bogon = parse_prefix("10.0.0.0/8")[1]
+    attrs = Attributes(next_hop="192.0.2.9", as_path=((AS_SEQUENCE, (174, 15169)),))
+
+    async def main() -> list[Path]:
+        await start(daemon)
+        await feed(daemon, [PeerUp("up", 174, "192.0.2.9"),
+                            Update("up", Family.IPV4, attrs, [good[1], bogon], ())])
+        assert daemon.collector is not None
+        files = await daemon.collector.dump()
+        await daemon.stop()
+        return files
+
+    post, pre = asyncio.run(main())
+    assert post.name.startswith("rib.") and pre.name.startswith("rib-pre.")
+    keys = {p: {r.key for r in MrtReader(p) if isinstance(r, RibEntry)} for p in (post, pre)}
+    assert keys[post] == {good[1]} and keys[pre] == {good[1], bogon}
+    assert sum(1 for _ in updates_in(tmp_path / "mrt")) == 2  # the state change and the UPDATE
+
+
+def test_oversized_events_split_into_4096_byte_updates() -> None:
+    enc = RecordEncoder(64500)
+    enc.set_peer("p", "2001:db8::1", 64501, None)
+    v6 = [parse_prefix(f"2001:db8:{i:x}::/48")[1] for i in range(600)]
+    v4 = _keys(1500) + [0]  # and the default route (key 0)
+    a6 = Attributes(next_hop="2001:db8::1", as_path=((AS_SEQUENCE, (64501,)),))
+    out: list[bytes] = []
+    n = enc.update(out, 1, "p", Family.IPV6, a6, v6, v6[:300])
+    n += enc.update(out, 2, "p", Family.IPV4, ATTRS, v4, v4[:700])
+    out.append(enc.end_of_rib(3, "p", Family.IPV6))
+    out.append(enc.end_of_rib(3, "p", Family.IPV4))
+    assert n == len(out) - 2 > 4
+    recs = [r for r in MrtReader(b"".join(out)) if isinstance(r, Bgp4mpUpdate)]
+    assert all(len(raw) - 12 - 44 <= 4096 for raw in out)  # MRT + BGP4MP (IPv6 addresses) headers
+    assert [k for r in recs for k in r.withdraw.get(Family.IPV6, [])] == v6[:300]
+    assert [k for r in recs for k in r.announce.get(Family.IPV6, [])] == v6
+    assert [k for r in recs for k in r.withdraw.get(Family.IPV4, [])] == v4[:700]
+    assert [k for r in recs for k in r.announce.get(Family.IPV4, [])] == v4
+    assert all(r.attrs_for(Family.IPV6) == a6 for r in recs if r.announce.get(Family.IPV6))
+    assert [r.end_of_rib for r in recs[-2:]] == [Family.IPV6, Family.IPV4]
+    assert recs[0].local_ip == "::"
