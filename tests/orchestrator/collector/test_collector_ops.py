@@ -18,7 +18,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from orchestrator.api.app import build_app
 from orchestrator.collector.mrt import Bgp4mpUpdate, MrtError, MrtReader, RibEntry
 from orchestrator.collector.record import RecordEncoder
-from orchestrator.config import RibPolicy, load_config
+from orchestrator.config import CollectorConfig, RibPolicy, load_config
 from orchestrator.errors import ConfigError
 from orchestrator.rib.attrs import AS_SEQUENCE, Attributes
 from orchestrator.rib.prefix import Family, key_from_parts, parse_prefix
@@ -173,7 +173,7 @@ dir = "state"
 """
 
 
-def _load(tmp_path: Path, body: str) -> object:
+def _load(tmp_path: Path, body: str) -> CollectorConfig:
     path = tmp_path / "c.toml"
     path.write_text(CONFIG.format(body=body))
     return load_config(path).collector
@@ -195,10 +195,10 @@ def test_config_errors_name_file_line_and_key(tmp_path: Path, body: str, message
 
 def test_config_defaults_and_dirs(tmp_path: Path) -> None:
     c = _load(tmp_path, "enabled = true")
-    assert c == type(c)(enabled=True, dir=tmp_path / "state" / "mrt", updates_interval=900, rib_interval=7200,
-                        compression="gz", rib_policy=RibPolicy.POST)
+    assert c == CollectorConfig(enabled=True, dir=tmp_path / "state" / "mrt", updates_interval=900,
+                                rib_interval=7200, compression="gz", rib_policy=RibPolicy.POST)
     c = _load(tmp_path, 'dir = "archive/mrt"\nrib_policy = "both"\ncompression = "none"')
-    assert c.dir == tmp_path / "archive" / "mrt" and c.rib_policy is RibPolicy.BOTH  # type: ignore[attr-defined]
+    assert c.dir == tmp_path / "archive" / "mrt" and c.rib_policy is RibPolicy.BOTH
     shipped = load_config(REPO / "config.toml")
     assert shipped.collector.enabled and shipped.collector.dir == shipped.runtime.dir / "mrt"
 
@@ -227,7 +227,7 @@ import = { next_hop = false }
         await feed(daemon, [PeerUp("up", 174, "192.0.2.9"),
                             Update("up", Family.IPV4, attrs, [good[1], bogon], ())])
         assert daemon.collector is not None
-        files = await daemon.collector.dump()
+        files: list[Path] = await daemon.collector.dump()
         await daemon.stop()
         return files
 
@@ -242,7 +242,7 @@ def test_oversized_events_split_into_4096_byte_updates() -> None:
     enc = RecordEncoder(64500)
     enc.set_peer("p", "2001:db8::1", 64501, None)
     v6 = [parse_prefix(f"2001:db8:{i:x}::/48")[1] for i in range(600)]
-    v4 = _keys(1500) + [0]  # and the default route (key 0)
+    v4 = [*_keys(1500), 0]  # and the default route (key 0)
     a6 = Attributes(next_hop="2001:db8::1", as_path=((AS_SEQUENCE, (64501,)),))
     out: list[bytes] = []
     n = enc.update(out, 1, "p", Family.IPV6, a6, v6, v6[:300])
