@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_lab_e2e import PEERCTL, REPO, Lab
+from tests.test_lab_e2e import PEERCTL, REPO, Lab, running
 
 pytestmark = [pytest.mark.interop]
 
@@ -18,25 +18,15 @@ pytestmark = [pytest.mark.interop]
 class SmallLab(Lab):
     def __init__(self, tmp: Path) -> None:
         super().__init__(tmp)
-        text = self.config.read_text()
-        for old, new in {'"127.0.90.2"': '"127.0.86.2"', '"127.0.90.3"': '"127.0.86.3"',
-                         'mode = "full"': 'mode = "off"', "ipv4_prefixes = 3000": "ipv4_prefixes = 200",
-                         "ipv6_prefixes = 800": "ipv6_prefixes = 50"}.items():  # fmt: skip
-            assert old in text
-            text = text.replace(old, new)
-        self.config.write_text(text)
+        self.patch_config({'"127.0.90.2"': '"127.0.86.2"', '"127.0.90.3"': '"127.0.86.3"',
+                           'mode = "full"': 'mode = "off"', "ipv4_prefixes = 3000": "ipv4_prefixes = 200",
+                           "ipv6_prefixes = 800": "ipv6_prefixes = 50"})  # fmt: skip
 
 
 @pytest.fixture
 def lab(tmp_path: Path) -> Iterator[SmallLab]:
-    lab = SmallLab(tmp_path)
-    try:
+    with running(SmallLab(tmp_path)) as lab:
         yield lab
-    finally:
-        if lab.proc is not None and lab.proc.poll() is None:
-            lab.proc.kill()
-            lab.proc.wait()
-        subprocess.run(["pkill", "-9", "-f", str(tmp_path)], check=False)
 
 
 def test_announce_in_the_lab(lab: SmallLab) -> None:

@@ -7,6 +7,7 @@ independently from the generated tables.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -18,13 +19,13 @@ import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
 from orchestrator.lab.runner import feeder_next_hops
 from orchestrator.lab.tablegen import generate_table
-from orchestrator.rib.prefix import Family, format_prefix
+from orchestrator.rib.prefix import format_prefix
 
 REPO = Path(__file__).resolve().parents[1]
 PEERCTL = [sys.executable, "-m", "orchestrator.cli"]
@@ -53,13 +54,19 @@ class Lab:
             'neighbor = "127.0.0.2"': 'neighbor = "127.0.90.2"',
             'neighbor = "127.0.0.3"': 'neighbor = "127.0.90.3"',
         }
-        for old, new in replacements.items():
-            assert old in text, f"the shipped config.toml no longer has {old!r}"
-            text = text.replace(old, new)
         self.config = tmp / "config.toml"
         self.config.write_text(text)
+        self.patch_config(replacements)
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = tmp / "peerctl.log"
+
+    def patch_config(self, replacements: dict[str, str]) -> None:
+        """Replace text in the lab's copy of the shipped config; each old text must be there."""
+        text = self.config.read_text()
+        for old, new in replacements.items():
+            assert old in text, f"the lab config no longer has {old!r}"
+            text = text.replace(old, new)
+        self.config.write_text(text)
 
     def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         res = subprocess.run([*PEERCTL, "-c", str(self.config), *args], capture_output=True, text=True,
@@ -103,17 +110,26 @@ class Lab:
         return code
 
 
-@pytest.fixture
-def lab(tmp_path: Path) -> Iterator[Lab]:
-    lab = Lab(tmp_path)
+LabT = TypeVar("LabT", bound=Lab)
+
+
+@contextlib.contextmanager
+def running(lab: LabT) -> Iterator[LabT]:
+    """``lab``, killed with everything it started (feeders, ExaBGP) and its namespace deleted after."""
     try:
         yield lab
     finally:
         if lab.proc is not None and lab.proc.poll() is None:
             lab.proc.kill()
             lab.proc.wait()
-        subprocess.run(["pkill", "-9", "-f", str(tmp_path)], check=False)
+        subprocess.run(["pkill", "-9", "-f", str(lab.dir)], check=False)
         subprocess.run(["ip", "netns", "del", lab.netns], check=False, capture_output=True)
+
+
+@pytest.fixture
+def lab(tmp_path: Path) -> Iterator[Lab]:
+    with running(Lab(tmp_path)) as lab:
+        yield lab
 
 
 def expected_best() -> dict[str, str]:

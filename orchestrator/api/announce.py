@@ -15,11 +15,10 @@ from __future__ import annotations
 import re
 from typing import Any
 
-import orjson
 from aiohttp import web
 
 from orchestrator.announce import AnnouncementManager
-from orchestrator.api.app import DAEMON, json_response, register
+from orchestrator.api.app import DAEMON, json_object, json_response, register
 from orchestrator.errors import ApiError, PolicyError
 from orchestrator.rib.attrs import parse_community, parse_large_community
 from orchestrator.rib.prefix import parse_prefix
@@ -39,12 +38,7 @@ def refusal(exc: PolicyError) -> web.Response:
 
 
 async def _body(request: web.Request) -> dict[str, Any]:
-    try:
-        body = orjson.loads(await request.read())
-    except orjson.JSONDecodeError as exc:
-        raise ApiError(400, f"body: not JSON ({exc})") from None
-    if not isinstance(body, dict):
-        raise ApiError(400, "body: expected a JSON object")
+    body = await json_object(request)
     unknown = set(body) - _BODY_KEYS
     if unknown:
         raise ApiError(400, f"body: unknown keys {sorted(unknown)} (expected {sorted(_BODY_KEYS)})")

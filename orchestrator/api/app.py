@@ -29,6 +29,17 @@ def json_response(data: Any, status: int = 200) -> web.Response:
     return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")
 
 
+async def json_object(request: web.Request) -> dict[str, Any]:
+    """The request body as a JSON object, else ApiError(400) saying what it is instead."""
+    try:
+        body = orjson.loads(await request.read())
+    except orjson.JSONDecodeError as exc:
+        raise ApiError(400, f"body: not JSON ({exc})") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "body: expected a JSON object")
+    return body
+
+
 @web.middleware
 async def error_middleware(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]

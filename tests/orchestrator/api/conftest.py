@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.config import Config, LocalConfig, PeerConfig, PeerKind
+from orchestrator.config import Config, LocalConfig, PeerConfig, PeerKind, RuntimeConfig
 from orchestrator.daemon import Daemon
 from orchestrator.rib.prefix import Family
 from orchestrator.rib.table import BestChange, PeerInfo
@@ -26,7 +26,8 @@ PEERS = (
 
 def make_daemon(tmp_path: Path) -> Daemon:
     config = Config(
-        path=tmp_path / "peerctl.toml", local=LocalConfig(asn=LOCAL_AS, router_id="10.0.0.1"), peers=PEERS
+        path=tmp_path / "peerctl.toml", local=LocalConfig(asn=LOCAL_AS, router_id="10.0.0.1"), peers=PEERS,
+        runtime=RuntimeConfig(dir=tmp_path / "run"),  # never the repository's own run/
     )
     daemon = Daemon(config)
     for peer in PEERS:  # what Daemon._start_peer does, minus the speaker

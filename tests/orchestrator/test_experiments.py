@@ -1,0 +1,235 @@
+"""Scheduled experiments: the whole timeline is checked first, steps run on time, state survives restarts."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from orchestrator.announce import AnnouncementManager
+from orchestrator.api.announce import parse_request
+from orchestrator.api.experiments import ManagerAnnouncer
+from orchestrator.config import AnnounceConfig, Config, LocalConfig, PeerConfig, PeerKind
+from orchestrator.errors import ApiError, PolicyError
+from orchestrator.experiments import STATE_FILE, ExperimentRunner, plan
+from orchestrator.log import get_logger
+from orchestrator.rib.prefix import Family
+from policies.safety import Announcement, SafetyRules
+
+LOCAL = 64500
+PEERS = (
+    PeerConfig("mux1", PeerKind.MUX, "127.0.87.2", 47065),
+    PeerConfig("mux2", PeerKind.MUX, "127.0.87.3", 47065),
+    PeerConfig("rs", PeerKind.ROUTE_SERVER, "127.0.87.4", 65100, families=(Family.IPV4,)),
+)
+P = "184.164.224.0/24"
+
+
+class Wire:
+    """A speaker's command sink that keeps (time, command)."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[float, str]] = []
+
+    async def send(self, command: str) -> None:
+        self.sent.append((time.time(), command))
+
+
+def manager(tmp_path: Path, interval: float = 600.0,
+            poisoning: bool = False) -> tuple[AnnouncementManager, Wire]:
+    rules = SafetyRules(LOCAL, SafetyRules.allocation(("184.164.224.0/23",)), allow_poisoning=poisoning,
+                        min_interval=interval)  # fmt: skip
+    cfg = Config(path=Path("c.toml"), local=LocalConfig(LOCAL, "10.0.0.1"), peers=PEERS, safety=rules,
+                 announce=AnnounceConfig())  # fmt: skip
+    wire = Wire()
+    speakers = {p.name: wire for p in PEERS}
+    mgr = AnnouncementManager(lambda: cfg, lambda: speakers, tmp_path, get_logger())
+    return mgr, wire
+
+
+def step(at: float, action: str = "announce", prefix: str = P, **kw: Any) -> dict[str, Any]:
+    return {"at": at, "action": action, "prefix": prefix, **kw}
+
+
+def plan_of(mgr: AnnouncementManager, steps: list[dict[str, Any]], now: float = 1000.0, **kw: Any) -> Any:
+    return plan({"name": "x", "steps": steps, **kw}, ManagerAnnouncer(mgr), now, parse_request)
+
+
+# -- planning: the whole timeline is checked before anything is scheduled --------------------------
+
+
+@pytest.mark.parametrize(("steps", "rule", "where"), [
+    ([step(0, all=True), step(300, all=True, prepend=1)], "rate", "steps[1] (at +300 s)"),
+    ([step(0, all=True), step(599, "withdraw")], "rate", "steps[1]"),
+    ([step(0, "withdraw")], "not-announced", "steps[0]"),
+    ([step(0, peers=["mux1"]), step(700, "withdraw", peers=["mux2"])], "not-announced", "steps[1]"),
+    ([step(0, all=True), step(600, "withdraw"), step(1200, "withdraw")], "not-announced", "steps[2]"),
+    ([step(0, all=True, prepend=5)], "path-length", "steps[0]"),
+    ([step(0, all=True, poison=[3356])], "poisoning", "steps[0]"),
+    ([step(0, prefix="10.0.0.0/24", all=True)], "allocated", "steps[0]"),
+    ([step(0, all=True, communities=[f"1:{i}" for i in range(6)])], "communities", "steps[0]"),
+    ([step(0, peers=["nope"])], "targets", "steps[0]"),
+    # steps are ordered by time, not by their place in the list
+    ([step(1200, "withdraw"), step(0, all=True), step(600, all=True, prepend=1)], None, None),
+    ([step(0, all=True), step(600, all=True, prepend=1), step(1200, "withdraw")], None, None),
+    # the same announcement again is not a change, so it does not count for the rate rule
+    ([step(0, peers=["mux1"]), step(10, peers=["mux1"]), step(600, "withdraw")], None, None),
+])  # fmt: skip
+def test_plan_checks_every_step(tmp_path: Path, steps: list[dict[str, Any]], rule: str | None,
+                                where: str | None) -> None:
+    mgr, wire = manager(tmp_path)
+    if rule is None:
+        exp = plan_of(mgr, steps)
+        assert [s.at for s in exp.steps] == sorted(s["at"] for s in steps)
+        return
+    with pytest.raises(PolicyError) as err:
+        plan_of(mgr, steps)
+    assert err.value.rule == rule
+    assert where is not None and where in str(err.value)
+    assert wire.sent == []
+
+
+def test_plan_counts_the_change_made_before_the_experiment(tmp_path: Path) -> None:
+    mgr, _ = manager(tmp_path)
+    asyncio.run(mgr.announce(Announcement(P), mgr.resolve(all_peers=True)))
+    now = time.time()
+    with pytest.raises(PolicyError, match=r"steps\[0\].*move it \d+ s later") as err:
+        plan_of(mgr, [step(60, all=True, prepend=1)], now=now)
+    assert err.value.rule == "rate"
+    exp = plan_of(mgr, [step(0, "withdraw")], now=now + 601)  # 601 s after the manual change: fine
+    assert exp.steps[0].action == "withdraw"
+
+
+@pytest.mark.parametrize(("body", "message"), [
+    ({"steps": [step(0, all=True)]}, "name: required"),
+    ({"name": "a b", "steps": [step(0, all=True)]}, "name:"),
+    ({"name": "x", "steps": []}, "steps: expected a non-empty list"),
+    ({"name": "x", "steps": [step(0, all=True, prepend="2")]}, "steps[0].prepend"),
+    ({"name": "x", "steps": [step(-1, all=True)]}, "steps[0].at"),
+    ({"name": "x", "steps": [{"at": 0, "action": "flap", "prefix": P}]}, "steps[0].action"),
+    ({"name": "x", "steps": [step(0, prefix="184.164.224.0/33")]}, "steps[0].prefix"),
+    ({"name": "x", "steps": [step(0, "withdraw", prepend=1)]}, "a withdraw takes only"),
+    ({"name": "x", "steps": [{**step(0, all=True), "colour": 1}]}, "steps[0]: unknown keys ['colour']"),
+    ({"name": "x", "start": "2020-01-01T00:00:00Z", "steps": [step(0, all=True)]}, "in the past"),
+    ({"name": "x", "start": "2030-01-01T00:00:00", "steps": [step(0, all=True)]}, "no time zone"),
+    ({"name": "x", "start": 2e9, "delay": 5, "steps": [step(0, all=True)]}, "not both"),
+])  # fmt: skip
+def test_malformed_experiments_name_the_place(tmp_path: Path, body: dict[str, Any], message: str) -> None:
+    mgr, _ = manager(tmp_path)
+    with pytest.raises(ApiError) as err:
+        plan(body, ManagerAnnouncer(mgr), time.time(), parse_request)
+    assert err.value.status == 400
+    assert message in str(err.value)
+
+
+# -- running: on time, through the real announcement manager, refusals recorded --------------------
+
+
+def test_steps_run_on_time_and_in_order(tmp_path: Path) -> None:
+    async def main() -> tuple[Any, Wire, float]:
+        mgr, wire = manager(tmp_path, interval=0.4)
+        runner = ExperimentRunner(ManagerAnnouncer(mgr), tmp_path, get_logger(), parse_request)
+        t0 = time.time()
+        exp = runner.start({"name": "sweep", "delay": 0.2, "steps": [
+            step(0, peers=["mux1"]), step(0.5, peers=["mux1", "mux2"], prepend=2), step(1.0, "withdraw")]})
+        assert exp.state == "scheduled"
+        while exp.state != "finished":
+            assert time.time() - t0 < 10
+            await asyncio.sleep(0.05)
+        return exp, wire, t0 + 0.2
+
+    exp, wire, start = asyncio.run(main())
+    assert [s.state for s in exp.steps] == ["done", "done", "done"]
+    cmds = [c for _, c in wire.sent]
+    assert cmds == [
+        f"neighbor 127.0.87.2 announce route {P} next-hop self origin igp as-path [ 64500 ]",
+        f"neighbor 127.0.87.2 announce route {P} next-hop self origin igp as-path [ 64500 64500 64500 ]",
+        f"neighbor 127.0.87.3 announce route {P} next-hop self origin igp as-path [ 64500 64500 64500 ]",
+        f"neighbor 127.0.87.2 withdraw route {P}",
+        f"neighbor 127.0.87.3 withdraw route {P}",
+    ]
+    at = [t - start for t, _ in wire.sent]
+    assert at[0] >= -0.01 and at[1] >= 0.49 and at[3] >= 0.99  # never early
+    assert at[1] < 0.5 + 2 and at[3] < 1.0 + 2  # and not much late
+
+
+def test_a_step_refused_at_its_time_is_recorded_and_the_rest_goes_on(tmp_path: Path) -> None:
+    async def main() -> Any:
+        mgr, _ = manager(tmp_path, interval=0.5)
+        runner = ExperimentRunner(ManagerAnnouncer(mgr), tmp_path, get_logger(), parse_request)
+        exp = runner.start({"name": "e", "steps": [step(0, all=True), step(1.0, all=True, prepend=1),
+                                                   step(2.0, "withdraw")]})  # fmt: skip
+        await asyncio.sleep(0.6)
+        await mgr.withdraw(P)  # someone withdraws by hand meanwhile: the rate rule now refuses step 1
+        while exp.state != "finished":
+            await asyncio.sleep(0.05)
+        return exp
+
+    exp = asyncio.run(main())
+    assert [s.state for s in exp.steps] == ["done", "refused", "refused"]
+    assert exp.steps[1].outcome.startswith("rate: ")
+    assert exp.steps[2].outcome.startswith("not-announced: ")
+
+
+def test_restart_resumes_pending_steps_and_marks_missed_ones(tmp_path: Path) -> None:
+    async def first() -> None:
+        mgr, _ = manager(tmp_path, interval=0.1)
+        runner = ExperimentRunner(ManagerAnnouncer(mgr), tmp_path, get_logger(), parse_request)
+        runner.start({"name": "long", "steps": [step(0, all=True), step(0.3, all=True, prepend=1),
+                                                step(120, "withdraw")]})  # fmt: skip
+        runner.start({"name": "later", "delay": 0.5, "steps": [step(0, prefix="184.164.225.0/24", all=True)]})
+        await asyncio.sleep(0.15)
+        await runner.stop()  # peerctl stops after step 0 of "long", before "later" starts
+
+    asyncio.run(first())
+    saved = orjson.loads((tmp_path / STATE_FILE).read_bytes())
+    assert [[s["_state"] for s in e["steps"]] for e in saved] == [["done", "pending", "pending"], ["pending"]]
+
+    async def second() -> Any:
+        time.sleep(0.5 + 0.3)  # down past both due times; within LATE_GRACE, so they still run
+        mgr, _ = manager(tmp_path, interval=0.1)
+        mgr.load()
+        runner = ExperimentRunner(ManagerAnnouncer(mgr), tmp_path, get_logger(), parse_request)
+        assert runner.load() == 2
+        await asyncio.sleep(0.3)
+        await runner.stop()
+        return runner
+
+    runner = asyncio.run(second())
+    assert [s.state for s in runner.experiments["long"].steps] == ["done", "done", "pending"]
+    assert [s.state for s in runner.experiments["later"].steps] == ["done"]
+
+    async def third() -> Any:  # move the clock past the grace: the withdraw is missed, not run late
+        mgr, wire = manager(tmp_path, interval=0.1)
+        runner = ExperimentRunner(ManagerAnnouncer(mgr), tmp_path, get_logger(), parse_request,
+                                  clock=lambda: time.time() + 200)  # fmt: skip
+        runner.load()
+        await asyncio.sleep(0.2)
+        return runner, wire
+
+    runner, wire = asyncio.run(third())
+    long = runner.experiments["long"]
+    assert long.steps[2].state == "missed" and "not running" in long.steps[2].outcome
+    assert long.state == "finished" and wire.sent == []
+
+
+def test_cancel_stops_pending_steps_and_can_withdraw(tmp_path: Path) -> None:
+    async def main() -> Any:
+        mgr, wire = manager(tmp_path, interval=0.0)
+        runner = ExperimentRunner(ManagerAnnouncer(mgr), tmp_path, get_logger(), parse_request)
+        runner.start({"name": "c", "steps": [step(0, peers=["mux1"]), step(60, peers=["mux1"], prepend=1)]})
+        await asyncio.sleep(0.1)
+        with pytest.raises(ApiError, match="is running; cancel it first"):
+            runner.start({"name": "c", "steps": [step(0, all=True)]})
+        exp, problems = await runner.cancel("c", withdraw=True)
+        runner.forget("c")
+        return exp, problems, wire, mgr
+
+    exp, problems, wire, mgr = asyncio.run(main())
+    assert [s.state for s in exp.steps] == ["done", "cancelled"] and problems == []
+    assert wire.sent[-1][1] == f"neighbor 127.0.87.2 withdraw route {P}"
+    assert P not in mgr.wanted
