@@ -197,7 +197,7 @@ class Daemon:
         if peer.speaker is SpeakerKind.NATIVE:
             from speakers.native.speaker import NativeSpeaker
 
-            native: Speaker = NativeSpeaker(peer, self.config.local, self.emit, log)
+            native: Speaker = NativeSpeaker(peer, self.config.local, self.emit, log, emit_many=self.emit_many)
             return native
         from speakers.exabgp.process import ExaBGPSpeaker
 

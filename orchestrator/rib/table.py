@@ -12,9 +12,13 @@ for memory (DESIGN.md "RIB memory": ≤ 100 bytes per path on a full table):
 - Destinations live in buckets, not in one dict per family: a dict entry plus its int key cost
   ~70 bytes per prefix, more than half the budget. A key splits into ``hi = key >> 8`` (its length
   byte and all but the last address byte) and ``lo = key & 0xFF``; ``buckets[hi]`` is a list
-  ``[bytearray(lo, lo, ...), dest, dest, ...]`` and ``bytearray.find(lo)`` (memchr over at most
-  256 bytes) finds a destination. On a real table (PCH, 578k IPv4 prefixes) this is ~36 bytes per
+  ``[bytes(lo, lo, ...), dest, dest, ...]`` and ``bytes.find(lo)`` (memchr over at most 256
+  bytes) finds a destination. On a real table (PCH, 578k IPv4 prefixes) this is ~36 bytes per
   prefix against 68 for a dict, because announced prefixes cluster (eight per bucket on average).
+  The index is immutable ``bytes`` (replaced on insert/delete; at most 256 bytes to copy), not a
+  ``bytearray``: a one-byte ``bytes`` is CPython's shared singleton, so a bucket holding one prefix
+  (the common case in sparse tables: 1.8 per bucket in the lab's 200k table) costs its list alone,
+  not a list plus a 72-byte bytearray.
 
 Interning and its cache: each peer keeps ``Attributes → Path``. Entries whose ``Path`` no table
 entry references any more are dropped by ``sweep()``, run automatically when a peer's cache has
@@ -128,6 +132,7 @@ class _Peer:
 
 
 _SWEEP_MIN = 4096
+_LO: Final = tuple(bytes((lo,)) for lo in range(256))  # CPython's one-byte singletons
 _U32 = 0xFFFFFFFF
 _ASPATH_MAX = 0xFFFF
 
@@ -266,7 +271,7 @@ class Rib:
         self._missing_med_rank = ((_U32 if options.missing_med_worst else 0) & _U32) << MED_SHIFT
         self._peers: dict[str, _Peer] = {}
         self._next_index = 0
-        # per family: hi -> [bytearray(lo...), dest, dest, ...]
+        # per family: hi -> [bytes(lo...), dest, dest, ...]
         self._buckets: tuple[dict[int, list[Any]], dict[int, list[Any]]] = ({}, {})
         self.on_update: AdjRibInListener | None = None
         """Called at the start of every ``update`` with its arguments (peer, family, attrs, announce,
@@ -328,20 +333,25 @@ class Rib:
             buckets = self._buckets[fi]
             empty: list[int] = []
             for hi, bucket in buckets.items():
-                los: bytearray = bucket[0]
-                j = len(bucket) - 1
+                los: bytes = bucket[0]
+                kept: bytearray | None = None  # los minus removed entries, built on the first removal
+                j = len(bucket) - 1  # descending: the indices still to visit are the same in los
                 while j:
                     dest = bucket[j]
                     if type(dest) is Path:
                         if dest._peer is peer:
                             del bucket[j]
-                            lo = los.pop(j - 1)
-                            changes.append(BestChange(family, (hi << 8) | lo, dest, None, None))
+                            if kept is None:
+                                kept = bytearray(los)
+                            del kept[j - 1]
+                            changes.append(BestChange(family, (hi << 8) | los[j - 1], dest, None, None))
                     else:
                         self._drop_from(dest, peer, bucket, j, changes, family, (hi << 8) | los[j - 1], fi)
                     j -= 1
                 if len(bucket) == 1:
                     empty.append(hi)
+                elif kept is not None:
+                    bucket[0] = bytes(kept)
             for hi in empty:
                 del buckets[hi]
             peer.received[fi] = 0
@@ -538,15 +548,16 @@ class Rib:
             hi = key >> 8
             bucket = get(hi)
             if bucket is None:
-                buckets[hi] = [bytearray((key & 0xFF,)), path]
+                buckets[hi] = [_LO[key & 0xFF], path]
                 received += 1
                 best += 1
                 if record:
                     append(new_change(BestChange, (family, key, None, path, only)))
                 continue
-            j = bucket[0].find(key & 0xFF) + 1
+            los = bucket[0]
+            j = los.find(key & 0xFF) + 1
             if not j:
-                bucket[0].append(key & 0xFF)
+                bucket[0] = los + _LO[key & 0xFF]
                 bucket.append(path)
                 received += 1
                 best += 1
@@ -641,7 +652,7 @@ class Rib:
             bucket = get(hi)
             if bucket is None:
                 continue
-            los: bytearray = bucket[0]
+            los: bytes = bucket[0]
             j = los.find(key & 0xFF) + 1
             if not j:
                 continue
@@ -652,7 +663,7 @@ class Rib:
                         del buckets[hi]
                     else:
                         del bucket[j]
-                        del los[j - 1]
+                        bucket[0] = los[: j - 1] + los[j:]
                     ps.received[fi] -= 1
                     ps.best[fi] -= 1
                     changes.append(BestChange(family, key, dest, None, None))

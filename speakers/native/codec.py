@@ -446,22 +446,7 @@ def decode_nlri(
             i = end
         return out
     if family is Family.IPV4:
-        masks = _MASK4
-        unpack = _unpack_u32
-        while i < n:
-            length = data[i]
-            if 16 < length <= 24 and i + 4 <= n:  # the common case: one unpack, one mask
-                append(unpack(data, i)[0] & masks[length])
-                i += 4
-                continue
-            if length > 32:
-                raise BgpError(ERR_UPDATE, 10, message=f"IPv4 prefix length {length}")
-            end = i + 1 + ((length + 7) >> 3)
-            if end > n:
-                raise BgpError(ERR_UPDATE, 10, message="truncated NLRI")
-            append(_clear_host(int.from_bytes(data[i:end], "big"), length))
-            i = end
-        return out
+        return _nlri4(bytes(data), 0, n)  # bytes: indexing is cheaper than a memoryview's
     while i < n:
         length = data[i]
         if length > 128:
@@ -978,7 +963,7 @@ class DecodedUpdate:
 # decoded result. Blocks with MP attributes are parsed each time and their Attributes interned by
 # value. Bounded: cleared when full (a full table has ~90k distinct sets).
 _CACHE_LIMIT: Final = 400_000
-_CACHE: dict[bool, dict[bytes, DecodedAttributes]] = {True: {}, False: {}}
+_CACHE: dict[bool, dict[bytes, Attributes | DecodedAttributes]] = {True: {}, False: {}}
 
 
 def clear_attribute_cache() -> None:
@@ -994,6 +979,7 @@ _NH4_CACHE: dict[int, str] = {}
 _PATH_CACHE: dict[bytes, tuple[tuple[int, tuple[int, ...]], ...]] = {}
 _COMM_CACHE: dict[bytes, tuple[int, ...]] = {}
 _INTERN: dict[Attributes, Attributes] = {}
+_make_attrs = Attributes.fast
 _MP_TYPES: Final = (1 << ATTR_MP_REACH) | (1 << ATTR_MP_UNREACH)
 
 
@@ -1006,11 +992,15 @@ def _nh4_text(value: int) -> str:
     return text
 
 
-def _fast_attrs(raw: bytes) -> DecodedAttributes | None:
+def _fast_attrs(raw: bytes) -> Attributes | DecodedAttributes | None:
     """The common case on a 4-byte-ASN session: only well-formed attributes we know, no duplicates.
 
     Offsets instead of slices, components (AS_PATH, COMMUNITIES, next hops) memoised by their bytes.
-    Returns None for anything unusual; the general parser then decides (and reports errors).
+    A *plain* block (NEXT_HOP, ORIGIN and AS_PATH present, no MP attributes: every IPv4 UPDATE of a
+    table) is returned as its ``Attributes`` alone, which is what the cache keeps for it (the
+    ``DecodedAttributes`` around it would say nothing more); blocks with MP attributes as
+    ``DecodedAttributes``. Returns None for anything unusual; the general parser then decides (and
+    reports errors).
     """
     n = len(raw)
     i = 0
@@ -1124,18 +1114,85 @@ def _fast_attrs(raw: bytes) -> DecodedAttributes | None:
         i = e
     if seen & 0b110 != 0b110 and seen & ~_MP_TYPES:
         return None  # missing ORIGIN or AS_PATH: the general parser reports it
-    attrs = Attributes(
-        mp_reach[1] if mp_reach is not None else nh,
-        _ORIGINS[origin],
-        path,
-        med,
-        lp,
-        comms,
-        large,
-        atomic,
-        agg,
-    )
+    if mp_reach is None and mp_unreach is None:
+        if not nh:
+            return None  # no next hop: the general parser decides (treat-as-withdraw with NLRI)
+        return _make_attrs(nh, _ORIGINS[origin], path, med, lp, comms, large, atomic, agg, ())
+    attrs = _make_attrs(
+        mp_reach[1] if mp_reach is not None else nh, _ORIGINS[origin], path, med, lp, comms, large, atomic,
+        agg, (),
+    )  # fmt: skip
     return DecodedAttributes(attrs, mp_reach, mp_unreach, (), False, (), bool(nh), nh)
+
+
+def _plain(attrs: Attributes) -> DecodedAttributes:
+    """What the general path makes of a plain block (see ``_fast_attrs``)."""
+    return DecodedAttributes(attrs, None, None, (), False, (), True, attrs.next_hop)
+
+
+def decode_plain_update(body: bytes | memoryview) -> tuple[Attributes | None, list[int], list[int]] | None:
+    """The UPDATE of an IPv4 unicast table on a 4-byte-ASN session without ADD-PATH, fast:
+    ``(attrs, announce, withdraw)`` with IPv4 keys (``attrs`` None when nothing is announced), the
+    same that ``decode_update`` gives as its one ``FamilyUpdate``. None for anything else (no
+    attributes with NLRI, MP attributes, End-of-RIB, malformed parts, RFC 7606 cases): call
+    ``decode_update`` then. Never raises. Side effect: fills the shared attribute cache.
+
+    One copy of the body into ``bytes``, then the attribute cache probe (a repeated attribute set is
+    one dict lookup and shares its ``Attributes``) and one loop reading the NLRI into keys.
+    """
+    data = bytes(body)
+    n = len(data)
+    if n < 4:
+        return None
+    astart = 4 + ((data[0] << 8) | data[1])
+    if astart > n:
+        return None
+    aend = astart + ((data[astart - 2] << 8) | data[astart - 1])
+    if aend > n or n == 4:
+        return None
+    try:
+        withdraw = _nlri4(data, 2, astart - 2)
+        announce = _nlri4(data, aend, n)
+    except BgpError:
+        return None
+    if not announce:
+        # Withdrawals only (the attributes, if any, are not looked at); neither: the general path.
+        return (None, announce, withdraw) if withdraw and aend == astart else None
+    raw = data[astart:aend]
+    cache = _CACHE[True]
+    attrs = cache.get(raw)
+    if attrs is None:
+        attrs = _fast_attrs(raw)
+        if type(attrs) is not Attributes:
+            return None
+        if len(cache) >= _CACHE_LIMIT:
+            cache.clear()
+        cache[raw] = attrs
+    elif type(attrs) is not Attributes:
+        return None
+    return attrs, announce, withdraw
+
+
+def _nlri4(data: bytes, i: int, n: int) -> list[int]:
+    """IPv4 NLRI of ``data[i:n]`` → keys (``decode_nlri``'s IPv4 case on offsets into ``bytes``)."""
+    out: list[int] = []
+    append = out.append
+    masks = _MASK4
+    unpack = _unpack_u32
+    while i < n:
+        length = data[i]
+        if 16 < length <= 24 and i + 4 <= n:  # the common case: one unpack, one mask
+            append(unpack(data, i)[0] & masks[length])
+            i += 4
+            continue
+        if length > 32:
+            raise BgpError(ERR_UPDATE, 10, message=f"IPv4 prefix length {length}")
+        end = i + 1 + ((length + 7) >> 3)
+        if end > n:
+            raise BgpError(ERR_UPDATE, 10, message="truncated NLRI")
+        append(_clear_host(int.from_bytes(data[i:end], "big"), length))
+        i = end
+    return out
 
 
 def _intern(attrs: Attributes) -> Attributes:
@@ -1190,19 +1247,19 @@ def _decode_update(body: bytes | memoryview, asn4: bool, add_path: bool) -> Deco
         return DecodedUpdate(families)
     raw = bytes(body[astart:aend])
     cache = _CACHE[asn4]
-    dec = cache.get(raw)
+    cached = cache.get(raw)
     reach_nlri = unreach_nlri = b""
-    if dec is None:
-        dec = (_fast_attrs(raw) if asn4 else None) or _decode_attrs(raw, asn4)
-        if dec.mp_reach is None and dec.mp_unreach is None:
+    if cached is None:
+        cached = (_fast_attrs(raw) if asn4 else None) or _decode_attrs(raw, asn4)
+        if isinstance(cached, Attributes) or (cached.mp_reach is None and cached.mp_unreach is None):
             if len(cache) >= _CACHE_LIMIT:
                 cache.clear()
-            cache[raw] = dec
-        else:
-            if dec.mp_reach is not None:
-                reach_nlri = dec.mp_reach[2]
-            if dec.mp_unreach is not None:
-                unreach_nlri = dec.mp_unreach[1]
+            cache[raw] = cached
+    dec = _plain(cached) if isinstance(cached, Attributes) else cached
+    if dec.mp_reach is not None:
+        reach_nlri = dec.mp_reach[2]
+    if dec.mp_unreach is not None:
+        unreach_nlri = dec.mp_unreach[1]
     taw = dec.treat_as_withdraw
     errors = dec.errors
     if nlri or withdrawn:
@@ -1271,6 +1328,7 @@ __all__ = [
     "decode_notification",
     "decode_open",
     "decode_path_attributes",
+    "decode_plain_update",
     "decode_route_refresh",
     "decode_update",
     "encode_end_of_rib",

@@ -17,10 +17,12 @@ from speakers.native.codec import (
     MSG_OPEN,
     MSG_UPDATE,
     BgpError,
+    clear_attribute_cache,
     decode_nlri,
     decode_notification,
     decode_open,
     decode_path_attributes,
+    decode_plain_update,
     decode_update,
     encode_end_of_rib,
     encode_keepalive,
@@ -341,3 +343,59 @@ def test_fuzz_open(data: bytes) -> None:
 def test_fuzz_framing(data: bytes) -> None:
     with contextlib.suppress(BgpError):
         split_messages(bytearray(b"\xff" * 16 + data))
+
+
+def _valid_attrs() -> st.SearchStrategy[bytes]:
+    """Well-formed attribute blocks of the kinds a table carries (the fast path's inputs)."""
+    return st.builds(
+        lambda path, med, comms, nh: encode_path_attributes(
+            Attributes(next_hop=nh, as_path=((AS_SEQUENCE, tuple(path)),), med=med, communities=tuple(comms))
+        ),
+        st.lists(st.integers(1, 2**32 - 1), min_size=1, max_size=6),
+        st.none() | st.integers(0, 2**32 - 1),
+        st.lists(st.integers(0, 2**32 - 1), max_size=4),
+        st.sampled_from(["192.0.2.1", "198.51.100.7", "", "2001:db8::1"]),
+    )
+
+
+@FUZZ
+@given(
+    st.one_of(_valid_attrs(), st.lists(_attr_strategy(), max_size=6).map(b"".join), st.just(b"")),
+    st.binary(max_size=30) | st.lists(st.sampled_from([b"\x18\xc6\x33\x64", b"\x10\x0a\x01", b"\x00",
+                                                     b"\x20\x01\x02\x03\x04", b"\x21"])).map(b"".join),
+    st.binary(max_size=12) | st.just(b"\x18\xc6\x33\x65"),
+    st.booleans(),
+)  # fmt: skip
+def test_plain_update_fast_path_agrees(block: bytes, nlri: bytes, withdrawn: bytes, warm: bool) -> None:
+    """``decode_plain_update`` is None or exactly ``decode_update``'s one IPv4 part (cold or warm cache)."""
+    body = len(withdrawn).to_bytes(2, "big") + withdrawn + len(block).to_bytes(2, "big") + block + nlri
+    clear_attribute_cache()
+    if warm:
+        with contextlib.suppress(BgpError):
+            decode_update(body)
+    fast = decode_plain_update(body)
+    try:
+        dec = decode_update(body)
+    except BgpError:
+        assert fast is None
+        return
+    if fast is None:
+        return
+    attrs, announce, withdraw = fast
+    assert dec.end_of_rib is None and not dec.treat_as_withdraw and not dec.errors
+    (fu,) = dec.families
+    assert (fu.family, fu.attrs if fu.announce else None, fu.announce, fu.withdraw) == (
+        Family.IPV4, attrs, announce, withdraw,
+    )  # fmt: skip
+    assert attrs is None or attrs is fu.attrs  # the same interned object
+
+
+def test_plain_update_fast_path_taken() -> None:
+    attrs = Attributes(next_hop="192.0.2.1", as_path=((AS_SEQUENCE, (65001, 3)),), med=7)
+    keys = [parse_prefix(p)[1] for p in ("10.0.0.0/8", "198.51.100.0/24", "203.0.113.128/25", "0.0.0.0/0")]
+    (msg,) = encode_updates(Family.IPV4, attrs, keys)
+    fast = decode_plain_update(msg[19:])
+    assert fast is not None and fast[0] == attrs and fast[1:] == (keys, [])
+    (wd,) = encode_withdraws(Family.IPV4, keys[:2])
+    assert decode_plain_update(wd[19:]) == (None, [], keys[:2])
+    assert decode_plain_update(encode_end_of_rib(Family.IPV4)[19:]) is None
