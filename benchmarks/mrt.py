@@ -10,6 +10,13 @@ it (one core). ``bgpdump -m FILE > /dev/null`` is timed the same way. Then write
 as a TABLE_DUMP_V2 dump with ``MrtWriter`` (cold attribute-encoding cache) and checks the dump reads
 back to the same number of entries. ``--results`` rewrites the ``## MRT`` section of
 ``benchmarks/RESULTS.md``.
+
+Recording cost (``--record-only`` runs just this): the PCH file's UPDATEs go through a real
+``Daemon``'s ingest path (``MrtReader`` decode → ``Daemon._apply``: status, import-policy skip,
+``Rib.update``), in batches of ``BATCH_EVENTS`` with a loop yield between batches as in
+``_rib_loop``, once without and once with the collector on ``event_listeners`` (encoding, chunking,
+the writer thread, compression, ``aclose`` inside the timing). Process CPU seconds (all threads),
+median of ``--runs``; ``share`` = (with - without) / without.
 """
 
 from __future__ import annotations
@@ -163,6 +170,89 @@ def bench_write(path: Path, runs: int) -> dict[str, Any]:
             "read_back_entries": back}
 
 
+def _ingest(path: Path, compression: str | None, directory: Path) -> dict[str, int]:
+    """One ingest of ``path`` through a Daemon; with the collector when ``compression`` is given."""
+    import asyncio
+
+    from orchestrator.config import CollectorConfig, Config, LocalConfig, PeerConfig, PeerKind
+    from orchestrator.daemon import BATCH_EVENTS, Daemon
+    from orchestrator.rib.table import DISCARD, PeerInfo
+    from orchestrator.status import PeerStatus
+    from speakers.events import PeerUp, Update
+
+    codec.clear_attribute_cache()
+    reader = MrtReader(path)
+    first = next(r for r in MrtReader(path) if type(r) is Bgp4mpUpdate)
+    assert isinstance(first, Bgp4mpUpdate)
+    peer = PeerConfig(name="pch", kind=PeerKind.COLLECTOR, neighbor=first.peer_ip, peer_as=first.peer_as,
+                      local_address=first.local_ip)
+    collector = CollectorConfig(enabled=compression is not None, dir=directory, rib_interval=0,
+                                compression=compression or "none")
+    local = LocalConfig(asn=first.local_as, router_id="10.0.0.1")
+    daemon = Daemon(Config(path=directory / "c.toml", local=local, peers=(peer,), collector=collector))
+    daemon.rib.add_peer(PeerInfo(name="pch", peer_as=peer.peer_as, address=peer.neighbor,
+                                 local_as=first.local_as))
+    daemon.status["pch"] = PeerStatus()
+
+    async def run() -> int:
+        await daemon.start_collector()
+        apply = daemon._apply
+        apply(PeerUp("pch", peer.peer_as, "10.0.0.2"), DISCARD)
+        n = 0
+        for rec in reader:
+            if type(rec) is not Bgp4mpUpdate:
+                continue
+            for family in (Family.IPV4, Family.IPV6):
+                ann = rec.announce.get(family, ())
+                wd = rec.withdraw.get(family, ())
+                if ann or wd:
+                    apply(Update("pch", family, rec.attrs_for(family) if ann else None, ann, wd), DISCARD)
+                    n += 1
+                    if n % BATCH_EVENTS == 0:
+                        await asyncio.sleep(0)
+        await daemon.stop_collector()
+        return n
+
+    import gc
+
+    gc.disable()  # as the daemon runs (its _gc_loop)
+    try:
+        events = asyncio.run(run())
+    finally:
+        gc.enable()
+    size = sum(f.stat().st_size for f in directory.glob("updates.*"))
+    return {"events": events, "file_bytes": size}
+
+
+def bench_record(path: Path, runs: int) -> dict[str, Any]:
+    """CPU of ingesting ``path`` without and with recording (uncompressed, gzip, bzip2)."""
+    import shutil
+    import tempfile
+
+    out: dict[str, Any] = {"file": path.name}
+    base = None
+    for label, compression in (("without", None), ("none", "none"), ("gz", "gz"), ("bz2", "bz2")):
+        cpu: list[float] = []
+        info: dict[str, int] = {}
+        for _ in range(runs):
+            directory = Path(tempfile.mkdtemp(prefix="peerctl-mrt-bench-"))
+            try:
+                p0 = time.process_time()
+                info = _ingest(path, compression, directory)
+                cpu.append(time.process_time() - p0)
+            finally:
+                shutil.rmtree(directory, ignore_errors=True)
+        med = statistics.median(cpu)
+        row: dict[str, Any] = {"cpu_seconds": round(med, 3), "runs": [round(c, 3) for c in cpu],
+                               "events": info["events"], "file_mb": round(info["file_bytes"] / 1e6, 2)}
+        if base is None:
+            base = med
+        else:
+            row["share"] = round((med - base) / base, 3)
+        out[label] = row
+    return out
+
+
 def markdown(result: dict[str, Any]) -> str:
     lines = [
         "## MRT",
@@ -210,6 +300,25 @@ def markdown(result: dict[str, Any]) -> str:
         fn = " + ".join("decode_path_attributes" if k == "attrs" else "decode_update" for k in c["kinds"])
         lines.append(f"- {c['file']}: {c['calls']:,} calls of {fn}, {c['seconds']} s "
                      f"({c['us_per_call']} µs each) of the {one_core} s read.")
+    rec = result.get("record")
+    if rec:
+        lines += [
+            "",
+            f"Recording cost (route collector, issue 6): the {rec['file']} UPDATEs "
+            f"({rec['without']['events']:,} Update events) through a real `Daemon` (`MrtReader` decode → "
+            "`Daemon._apply` → `Rib.update`, loop yield every 64 events), without and with the collector "
+            "on `event_listeners` (BGP4MP encoding from the decoded events, chunks to the writer "
+            "thread, compression, close inside the timing); process CPU s, all threads, median of "
+            f"{result['runs']}:",
+            "",
+            "| recording | CPU s | extra CPU, share of ingest | updates file MB |",
+            "|---|---|---|---|",
+            f"| off | {rec['without']['cpu_seconds']} | - | - |",
+        ]
+        for label in ("none", "gz", "bz2"):
+            x = rec[label]
+            lines.append(f"| on, compression {label} | {x['cpu_seconds']} | **{x['share']:.1%}** | "
+                         f"{x['file_mb']} |")
     lines += [
         "",
         "RIB dumps: attribute blocks are interned per raw bytes in the reader (79,837 decodes for 503,590 "
@@ -243,15 +352,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--results", action="store_true", help="rewrite the ## MRT section of RESULTS.md")
+    parser.add_argument("--record-only", action="store_true", help="only the recording-cost case (JSON)")
     args = parser.parse_args(argv)
     if not RIB.exists() or not UPDATES.exists():
         print(f"real MRT files not found under {REAL}", file=sys.stderr)
         return 2
+    if args.record_only:
+        print(json.dumps(bench_record(UPDATES, args.runs), indent=2))
+        return 0
     result: dict[str, Any] = {
         "when": time.strftime("%Y-%m-%d"), "python": platform.python_version(), "runs": args.runs,
         "read": [bench_read(RIB, args.runs), bench_read(UPDATES, args.runs)],
         "write": bench_write(RIB, args.runs),
         "codec": [codec_share(RIB, args.runs), codec_share(UPDATES, args.runs)],
+        "record": bench_record(UPDATES, args.runs),
     }
     if args.json:
         print(json.dumps(result, indent=2))

@@ -57,6 +57,7 @@ __all__ = [
     "RecordEncoder",
     "RibRow",
     "StateTracker",
+    "fast_path_attributes",
     "merge_pre_policy",
     "rib_entries",
 ]
@@ -101,6 +102,66 @@ def _tlv(atype: int, value: bytes) -> bytes:
     if len(value) > 255:
         return bytes((0x90, atype)) + _U16.pack(len(value)) + value
     return bytes((0x80, atype, len(value))) + value
+
+
+_ORIGIN: Final = tuple(bytes((0x40, 1, 1, o)) for o in range(3))
+_HDR = struct.Struct(">BBB")
+_HDR_EXT = struct.Struct(">BBH")
+_U32_ATTR = struct.Struct(">BBBI")  # flags, type, length 4, value
+_AGGREGATOR = struct.Struct(">BBBI4s")
+_SEGMENTS: Final = tuple(struct.Struct(f">BB{n}I") for n in range(256))
+_WORDS: dict[int, struct.Struct] = {}
+
+
+def _header(flags: int, atype: int, length: int) -> bytes:
+    if length > 255:
+        return _HDR_EXT.pack(flags | 0x10, atype, length)
+    return _HDR.pack(flags, atype, length)
+
+
+def fast_path_attributes(attrs: Attributes, with_next_hop: bool) -> bytes:
+    """``codec.encode_path_attributes(attrs, asn4=True)`` (with the NEXT_HOP attribute only when
+    ``with_next_hop``), byte for byte, for the common shapes: straight-line packing with precompiled
+    structs, ~3x faster. Attribute sets with unknown attributes or AS_PATH segments of more than 255
+    ASes take the codec. A full table has a new attribute set in almost every UPDATE, so this, not
+    the cache, sets the cost of recording a table load."""
+    if attrs.other:
+        return _codec_attrs(attrs, with_next_hop)
+    parts = [_ORIGIN[attrs.origin]]
+    segs = []
+    for stype, asns in attrs.as_path:
+        if len(asns) > 255:
+            return _codec_attrs(attrs, with_next_hop)
+        segs.append(_SEGMENTS[len(asns)].pack(stype, len(asns), *asns))
+    path = b"".join(segs)
+    parts.append(_header(0x40, 2, len(path)) + path)
+    if with_next_hop and attrs.next_hop:
+        parts.append(b"\x40\x03\x04" + socket.inet_aton(attrs.next_hop))
+    if attrs.med is not None:
+        parts.append(_U32_ATTR.pack(0x80, 4, 4, attrs.med))
+    if attrs.local_pref is not None:
+        parts.append(_U32_ATTR.pack(0x40, 5, 4, attrs.local_pref))
+    if attrs.atomic_aggregate:
+        parts.append(b"\x40\x06\x00")
+    if attrs.aggregator is not None:
+        parts.append(_AGGREGATOR.pack(0xC0, 7, 8, attrs.aggregator[0], socket.inet_aton(attrs.aggregator[1])))
+    comms = attrs.communities
+    if comms:
+        n = len(comms)
+        words = _WORDS.get(n)
+        if words is None:
+            words = _WORDS[n] = struct.Struct(f">{n}I")
+        parts.append(_header(0xC0, 8, 4 * n) + words.pack(*comms))
+    if attrs.large_communities:
+        value = b"".join(struct.pack(">III", *lc) for lc in attrs.large_communities)
+        parts.append(_header(0xC0, 32, len(value)) + value)
+    return b"".join(parts)
+
+
+def _codec_attrs(attrs: Attributes, with_next_hop: bool) -> bytes:
+    if not with_next_hop and attrs.next_hop:
+        attrs = dataclasses.replace(attrs, next_hop="")
+    return codec.encode_path_attributes(attrs, asn4=True)
 
 
 def _nlri(keys: Iterable[int]) -> list[bytes]:
@@ -154,7 +215,7 @@ class RecordEncoder:
         hit = self._a4.get(id(attrs))
         if hit is not None:
             return hit[1]
-        raw = codec.encode_path_attributes(attrs, asn4=True)
+        raw = fast_path_attributes(attrs, ":" not in attrs.next_hop)
         if len(self._a4) >= ATTR_CACHE_MAX:
             self._a4.clear()
         self._a4[id(attrs)] = (attrs, raw)
@@ -165,7 +226,7 @@ class RecordEncoder:
         if hit is not None:
             return hit[1], hit[2]
         nh = _addr(attrs.next_hop) if attrs.next_hop else bytes(16)
-        block = codec.encode_path_attributes(dataclasses.replace(attrs, next_hop=""), asn4=True)
+        block = fast_path_attributes(attrs, False)
         head = _MP_V6 + bytes((len(nh),)) + nh + b"\x00"  # AFI, SAFI, next hop, reserved
         if len(self._a6) >= ATTR_CACHE_MAX:
             self._a6.clear()
