@@ -13,7 +13,9 @@ process on loopback) over a real BGP session:
 Reported per system: ``seconds`` (session up → End-of-RIB of every family, median of runs),
 ``prefixes_per_s``, ``cpu_s`` (the ExaBGP process; for peerctl also ``peerctl_cpu_s``, this process),
 ``rss_mb`` (ExaBGP peak; for peerctl also ``peerctl_rss_mb``) and for peerctl
-``rib_bytes_per_path`` (tracemalloc over the same table loaded into the RIB) and
+``rib_bytes_per_path`` (what the RIB holds per path: tracemalloc over the same table loaded into a
+RIB, as ``benchmarks.rib`` measures it; the interned attribute sets are shared by the paths that
+carry them, so they are counted once, amortised, and reported apart in ``rib``) and
 ``peerctl_cpu_share`` = peerctl CPU / ExaBGP CPU (target ≤ 0.10).
 """
 
@@ -32,6 +34,7 @@ import sys
 import tempfile
 import time
 import tracemalloc
+from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
@@ -266,57 +269,93 @@ async def _run_peerctl(workdir: Path, ipv4: int, ipv6: int, seed: int) -> dict[s
     }
 
 
-def rib_bytes_per_path(ipv4: int, ipv6: int, seed: int) -> float:
-    """tracemalloc over the same generated table loaded straight into a RIB."""
+def rib_footprint(rib: Any) -> dict[str, float]:
+    """What a ``Rib`` holds, by walking it (``sys.getsizeof``, every object once): the per-prefix
+    containers (bucket dicts, their int keys, bucket lists, index bytes, multi-path tuples) and the
+    interned attribute sets (``Path`` objects, their attribute bytes and rank ints, the per-peer
+    intern dicts). The sets are shared by every path that carries them: their bytes are amortised
+    over the paths. Cheap enough to run after a live load (no tracemalloc); ``rib_bytes_per_path``
+    checks it against tracemalloc."""
+    getsizeof = sys.getsizeof
+    containers = 0
+    paths = 0
+    seen: set[int] = set()
+    for buckets in rib._buckets:
+        containers += getsizeof(buckets)
+        for hi, bucket in buckets.items():
+            containers += getsizeof(hi) + getsizeof(bucket)
+            los = bucket[0]
+            if len(los) > 1:  # one-byte bytes are CPython's shared singletons
+                containers += getsizeof(los)
+            for dest in bucket[1:]:
+                if type(dest) is tuple:
+                    containers += getsizeof(dest)
+                    paths += len(dest)
+                else:
+                    paths += 1
+    sets = 0
+    set_bytes = 0
+    for peer in rib._peers.values():
+        set_bytes += getsizeof(peer.cache)
+        for blob, path in peer.cache.items():
+            if id(path) in seen:
+                continue
+            seen.add(id(path))
+            sets += 1
+            set_bytes += getsizeof(path) + getsizeof(blob) + getsizeof(path.rank)
+    paths = max(paths, 1)
+    return {
+        "paths": paths,
+        "bytes_per_path": (containers + set_bytes) / paths,
+        "container_bytes_per_path": containers / paths,
+        "attribute_sets": sets,
+        "bytes_per_attribute_set": set_bytes / max(sets, 1),
+        "attribute_set_bytes_per_path": set_bytes / paths,
+    }
+
+
+def rib_bytes_per_path(ipv4: int, ipv6: int, seed: int, peers: int = 1) -> dict[str, float]:
+    """What the RIB holds per path: tracemalloc over the feeders' tables (``peers`` of them, with the
+    benchmark's overlap) loaded straight into a RIB (the method of ``benchmarks.rib``: only what the
+    RIB retains is counted; the generator's ``Attributes`` objects are a speaker's per-UPDATE
+    garbage, not RIB state), with the walk of ``rib_footprint`` beside it as a cross-check and for
+    the split into containers and sets."""
     from orchestrator.lab.tablegen import generate_table
     from orchestrator.rib.decide import DecisionOptions
-    from orchestrator.rib.table import PeerInfo, Rib
+    from orchestrator.rib.table import PeerInfo, Rib, bulk_load
 
-    nh4, nh6 = feeder_next_hops(0)
-    groups = list(
-        generate_table(
-            seed=seed,
-            index=0,
-            ipv4=ipv4,
-            ipv6=ipv6,
-            overlap=0.0,
-            peer_as=FEEDER_AS,
-            next_hop4=nh4,
-            next_hop6=nh6,
-        )
-    )
+    tables = []
+    for i in range(peers):
+        nh4, nh6 = feeder_next_hops(i)
+        overlap = OVERLAP if peers > 1 else 0.0
+        tables.append(list(generate_table(seed, i, ipv4, ipv6, overlap, FEEDER_AS + i, nh4, nh6)))
     gc.collect()
     tracemalloc.start()
     rib = Rib(DecisionOptions())
-    rib.add_peer(PeerInfo(name="feeder", peer_as=FEEDER_AS, address=FEEDER_ADDR, local_as=LOCAL_AS))
-    rib.peer_up("feeder", FEEDER_ADDR)
+    for i in range(peers):
+        name = f"feeder{i}"
+        rib.add_peer(PeerInfo(name=name, peer_as=FEEDER_AS + i, address=feeder_addr(i), local_as=LOCAL_AS))
+        rib.peer_up(name, feeder_addr(i))
     base, _ = tracemalloc.get_traced_memory()
     paths = 0
-    for family, attrs, keys in groups:
-        rib.update("feeder", family, attrs, keys, ())
-        paths += len(keys)
+    with bulk_load():
+        for i, groups in enumerate(tables):
+            for family, attrs, keys in groups:
+                rib.update(f"feeder{i}", family, attrs, keys, ())
+                paths += len(keys)
     gc.collect()
     used, _ = tracemalloc.get_traced_memory()
     tracemalloc.stop()
-    # The Attributes objects themselves were built by the generator (as a speaker would build them
-    # per UPDATE): count them too, once each.
-    distinct = {id(a): a for _, a, _ in groups}
-    attrs_bytes = sum(_deep_size(a) for a in distinct.values())
+    walk = rib_footprint(rib)
     del rib
-    return (used - base + attrs_bytes) / max(paths, 1)
-
-
-def _deep_size(obj: Any, seen: set[int] | None = None) -> int:
-    seen = set() if seen is None else seen
-    if id(obj) in seen or (isinstance(obj, (int, bool)) and -5 <= int(obj) <= 256):
-        return 0
-    seen.add(id(obj))
-    size = sys.getsizeof(obj)
-    if isinstance(obj, (tuple, list, set, frozenset)):
-        size += sum(_deep_size(x, seen) for x in obj)
-    elif hasattr(obj, "__slots__"):
-        size += sum(_deep_size(getattr(obj, s), seen) for s in obj.__slots__ if hasattr(obj, s))
-    return size
+    return {
+        "bytes_per_path": (used - base) / max(paths, 1),
+        "walk_bytes_per_path": walk["bytes_per_path"],
+        "container_bytes_per_path": walk["container_bytes_per_path"],
+        "attribute_sets": walk["attribute_sets"],
+        "bytes_per_attribute_set": walk["bytes_per_attribute_set"],
+        "attribute_set_bytes_per_path": walk["attribute_set_bytes_per_path"],
+    }
 
 
 # --- native speaker, BIRD 2 and GoBGP as receivers (issue 5) -------------------------------------------
@@ -439,9 +478,11 @@ async def _run_native_child(workdir: Path, ipv4: int, ipv6: int, seed: int, peer
     daemon = Daemon(config)
     churn = {"changes": 0, "replaced": 0}
 
-    def count(changes: list[BestChange]) -> None:
+    def count(changes: list[BestChange]) -> None:  # C-level counting: this runs in the measured CPU
         churn["changes"] += len(changes)
-        churn["replaced"] += sum(1 for c in changes if c.old is not None and c.new is not None)
+        gone = list(map(_new_of, changes)).count(None)
+        fresh = list(map(_old_of, changes)).count(None)
+        churn["replaced"] += len(changes) - gone - fresh  # never both None
 
     daemon.subscribers.append(count)
     families = set(families_of(ipv6))
@@ -456,6 +497,7 @@ async def _run_native_child(workdir: Path, ipv4: int, ipv6: int, seed: int, peer
             raise SystemExit("peerctl-native: sessions never came up")
         await asyncio.sleep(0.005)
     t_up = min(st.established_at for st in statuses if st.established_at is not None)
+    cpu0 = resource.getrusage(resource.RUSAGE_SELF)  # from the sessions up, as for the others
     while not all(families <= st.end_of_rib for st in statuses):
         if time.monotonic() > deadline:
             raise SystemExit("peerctl-native: no End-of-RIB")
@@ -467,6 +509,7 @@ async def _run_native_child(workdir: Path, ipv4: int, ipv6: int, seed: int, peer
     paths = sum(counts["families"][f.short]["paths"] for f in Family)
     prefixes = sum(counts["families"][f.short]["prefixes"] for f in Family)
     churn_at_end = dict(churn)  # before stop(): stopping withdraws everything
+    held = rib_footprint(daemon.rib)
     await daemon.stop()
     seconds = t_end - t_up
     return {
@@ -476,11 +519,19 @@ async def _run_native_child(workdir: Path, ipv4: int, ipv6: int, seed: int, peer
         "cpu_s": (cpu1.ru_utime + cpu1.ru_stime) - (cpu0.ru_utime + cpu0.ru_stime),
         "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "bytes_per_path": (rss1 - rss0) * 1024 * 1024 / max(paths, 1),
+        "rib_bytes_per_path": held["bytes_per_path"],
+        "rib_container_bytes_per_path": held["container_bytes_per_path"],
+        "rib_attribute_sets": held["attribute_sets"],
+        "rib_attribute_set_bytes_per_path": held["attribute_set_bytes_per_path"],
         "distinct_prefixes": prefixes,
         "best_changes": churn_at_end["changes"],
         "best_replaced": churn_at_end["replaced"],
         "connect_s": t_up - t_start,
     }
+
+
+_old_of = attrgetter("old")
+_new_of = attrgetter("new")
 
 
 def run_native(workdir: Path, ipv4: int, ipv6: int, seed: int, peers: int) -> dict[str, Any]:
@@ -770,10 +821,15 @@ def main(argv: list[str] | None = None) -> int:
     for system, rs in runs.items():
         med = {k: statistics.median(r[k] for r in rs) for k in rs[0] if isinstance(rs[0][k], (int, float))}
         out["systems"][system] = med
-    if "peerctl-exabgp" in out["systems"]:
-        out["systems"]["peerctl-exabgp"]["rib_bytes_per_path"] = rib_bytes_per_path(
-            args.prefixes, args.ipv6, args.seed
-        )
+    if {"peerctl-exabgp", "peerctl-native"} & out["systems"].keys():
+        rib = rib_bytes_per_path(args.prefixes, args.ipv6, args.seed, args.peers)
+        if "peerctl-exabgp" in out["systems"]:
+            out["systems"]["peerctl-exabgp"]["rib_bytes_per_path"] = rib["bytes_per_path"]
+        out["rib"] = {
+            **rib,
+            "note": "what the RIB holds per path (tracemalloc, as benchmarks.rib); interned attribute "
+            "sets are shared by their paths and counted once, amortised (attribute_set_bytes_per_path)",
+        }
     if {"exabgp-alone", "peerctl-native"} <= out["systems"].keys():
         a, p = out["systems"]["exabgp-alone"], out["systems"]["peerctl-native"]
         out.setdefault("ratios", {})["native_vs_exabgp_prefixes_per_s"] = (
@@ -805,7 +861,10 @@ def main(argv: list[str] | None = None) -> int:
                 )
             who = "ExaBGP " if system.endswith("exabgp") or system == "exabgp-alone" else ""
             if "bytes_per_path" in m:
-                extra += f", {m['bytes_per_path']:.0f} B/path RSS, {m['best_changes']:,.0f} best changes"
+                extra += (
+                    f", RIB {m['rib_bytes_per_path']:.0f} B/path held ({m['bytes_per_path']:.0f} RSS),"
+                    f" {m['best_changes']:,.0f} best changes"
+                )
             print(
                 f"  {system:15} {m['seconds']:7.2f} s {m['prefixes_per_s']:>10,.0f} prefixes/s "
                 f"{who}{m['cpu_s']:.1f} CPU-s {m['rss_mb']:.0f} MB{extra}"
