@@ -992,6 +992,19 @@ def _nh4_text(value: int) -> str:
     return text
 
 
+def _as_path4(key: bytes) -> tuple[tuple[int, tuple[int, ...]], ...] | None:
+    """``_as_path(key, 4)`` memoised by the attribute's bytes (None when malformed)."""
+    cached = _PATH_CACHE.get(key)
+    if cached is None:
+        cached = _as_path(key, 4)
+        if cached is None:
+            return None
+        if len(_PATH_CACHE) >= _PART_CACHE_LIMIT:
+            _PATH_CACHE.clear()
+        _PATH_CACHE[key] = cached
+    return cached
+
+
 def _fast_attrs(raw: bytes) -> Attributes | DecodedAttributes | None:
     """The common case on a 4-byte-ASN session: only well-formed attributes we know, no duplicates.
 
@@ -1017,6 +1030,21 @@ def _fast_attrs(raw: bytes) -> Attributes | DecodedAttributes | None:
     mp_reach: tuple[Family, str, bytes] | None = None
     mp_unreach: tuple[Family, bytes] | None = None
     u32 = _unpack_u32
+    if (
+        n >= 14 and raw[0] == FLAG_TRANSITIVE and raw[1] == ATTR_ORIGIN and raw[2] == 1 and raw[3] <= 2
+        and raw[4] == FLAG_TRANSITIVE and raw[5] == ATTR_AS_PATH
+    ):  # fmt: skip
+        # The usual head, ORIGIN, AS_PATH, NEXT_HOP in type order with plain flags, read in one go;
+        # the loop goes on after it (or, when it is not that, from the start).
+        e = 7 + raw[6]
+        if e + 7 <= n and raw[e] == FLAG_TRANSITIVE and raw[e + 1] == ATTR_NEXT_HOP and raw[e + 2] == 4:
+            head_path = _as_path4(raw[7:e])
+            if head_path is not None:
+                origin = raw[3]
+                path = head_path
+                nh = _nh4_text(u32(raw, e + 3)[0])
+                seen = (1 << ATTR_ORIGIN) | (1 << ATTR_AS_PATH) | (1 << ATTR_NEXT_HOP)
+                i = e + 7
     while i < n:
         if i + 3 > n:
             return None
@@ -1037,15 +1065,9 @@ def _fast_attrs(raw: bytes) -> Attributes | DecodedAttributes | None:
         if atype == ATTR_AS_PATH:
             if kind != FLAG_TRANSITIVE:
                 return None
-            key = raw[s:e]
-            cached = _PATH_CACHE.get(key)
+            cached = _as_path4(raw[s:e])
             if cached is None:
-                cached = _as_path(key, 4)
-                if cached is None:
-                    return None
-                if len(_PATH_CACHE) >= _PART_CACHE_LIMIT:
-                    _PATH_CACHE.clear()
-                _PATH_CACHE[key] = cached
+                return None
             path = cached
         elif atype == ATTR_ORIGIN:
             if kind != FLAG_TRANSITIVE or length != 1 or raw[s] > 2:

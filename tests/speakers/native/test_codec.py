@@ -399,3 +399,21 @@ def test_plain_update_fast_path_taken() -> None:
     (wd,) = encode_withdraws(Family.IPV4, keys[:2])
     assert decode_plain_update(wd[19:]) == (None, [], keys[:2])
     assert decode_plain_update(encode_end_of_rib(Family.IPV4)[19:]) is None
+
+
+@FUZZ
+@given(st.one_of(_valid_attrs(), st.lists(_attr_strategy(), max_size=6).map(b"".join)))
+def test_fast_attribute_parser_agrees_with_the_general_one(block: bytes) -> None:
+    """``_fast_attrs`` (with its ORIGIN/AS_PATH/NEXT_HOP head) says None or what ``_decode_attrs`` says."""
+    from speakers.native.codec import DecodedAttributes, _decode_attrs, _fast_attrs
+
+    clear_attribute_cache()
+    fast = _fast_attrs(block)
+    if fast is None:
+        return
+    general = _decode_attrs(block, True)
+    if isinstance(fast, DecodedAttributes):
+        assert fast == general
+    else:  # a plain block: its Attributes stand for the whole DecodedAttributes
+        assert (general.attrs, general.mp_reach, general.mp_unreach, general.errors) == (fast, None, None, ())
+        assert general.has_next_hop and not general.treat_as_withdraw and not general.unsupported
