@@ -11,6 +11,15 @@ network means an entry of length ``<= L`` contains the network, hence contains t
 ``bisect`` on the range starts plus one shift-and-mask answers "does any entry match?", whatever the
 mix of lengths (per-length dicts need one probe per distinct entry length, ~17 for IRR lists).
 
+A bisect over a million ranges misses the CPU cache on nearly every comparison (~1.2 µs measured vs
+~0.2 µs over a hundred). Large indexes therefore get a *bucket table* (``RangeIndex``): for each value
+of the top 16 address bits, the slice of ``starts`` that can hold the answer, so a lookup is
+``bisect_right(starts, network, bnd[b], bnd[b + 1])`` over a few neighbouring entries. The slice is
+exact (see ``RangeIndex.__init__``), so bucketed and plain lookups give the same index. IPv4 starts,
+bucket bounds and prefix-list masks are kept in ``array`` (4 or 8 bytes each, contiguous) rather than
+lists of int objects: a lookup then touches two or three cache lines instead of six or more (measured
+on 1M random lookups over 1M ranges: list 1.23 µs, bucketed list 0.93 µs, bucketed array 0.54 µs).
+
 Entry syntax accepted (``parse_entry``): ``10.0.0.0/8``, ``10.0.0.0/8 le 24``, ``10.0.0.0/8 ge 16 le 24``
 (Cisco/bgpq4 text), ``10.0.0.0/8{16,24}`` and ``10.0.0.0/8+`` (BIRD / Pathvector), and bgpq4's JSON
 objects ``{"prefix": ..., "exact": bool, "less-equal": n, "greater-equal": n}`` (``parse_bgpq4_json``).
@@ -21,10 +30,11 @@ from __future__ import annotations
 
 import json
 import re
+from array import array
 from bisect import bisect_right
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 from orchestrator.rib.prefix import Family, format_prefix, key_length, key_network, parse_prefix
 
@@ -177,6 +187,56 @@ def flatten(items: Iterable[tuple[int, int, T]], combine: Callable[[Sequence[T]]
     return starts, values
 
 
+BUCKET_BITS: Final = 16
+
+
+class RangeIndex:
+    """Flattened ranges ``(starts, values)`` with an optional top-16-bit bucket table.
+
+    ``bnd[b]`` is the number of starts ``<= b << shift``, so for any ``network`` of bucket ``b`` the
+    answer ``bisect_right(starts, network)`` lies in ``[bnd[b], bnd[b + 1]]`` (every start below
+    ``bnd[b]`` is ``<= network``, every start from ``bnd[b + 1]`` on is ``> network``). Buckets are
+    built only from ``bucket_min`` ranges on (a 65,537-int table is ~2.5 MB; small lists are cache-
+    resident anyway). ``bnd`` is None when there are no buckets.
+    """
+
+    __slots__ = ("bnd", "shift", "starts", "values")
+
+    #: Below this many ranges a plain bisect is as fast; tests lower it to exercise the buckets.
+    bucket_min: int = 4096
+
+    def __init__(self, starts: list[int], values: Sequence[Any], width: int,
+                 bucket_min: int | None = None) -> None:
+        # IPv4 starts fit 32 bits: a compact array (see the module docstring); IPv6 needs 128.
+        self.starts: Sequence[int] = array("Q", starts) if width == 32 else starts  # ends reach 2**32
+        self.values = values
+        self.shift = width - BUCKET_BITS
+        self.bnd: Sequence[int] | None = None
+        if len(starts) >= (self.bucket_min if bucket_min is None else bucket_min):
+            shift = self.shift
+            bnd = [bisect_right(starts, b << shift) for b in range(1 << BUCKET_BITS)]
+            bnd.append(len(starts))
+            self.bnd = array("I", bnd)
+
+    def index(self, network: int) -> int:
+        """Index of the range holding ``network`` (reference form; hot paths inline it)."""
+        bnd = self.bnd
+        if bnd is None:
+            return bisect_right(self.starts, network) - 1
+        b = network >> self.shift
+        return bisect_right(self.starts, network, bnd[b], bnd[b + 1]) - 1
+
+    def lookup_source(self, net: str = "network") -> str:
+        """The index expression as source, over names ``{starts}``, ``{bnd}``, ``{bisect}``."""
+        if self.bnd is None:
+            return f"{{bisect}}({{starts}}, {net}) - 1"
+        return (f"{{bisect}}({{starts}}, {net}, {{bnd}}[{net} >> {self.shift}], "
+                f"{{bnd}}[({net} >> {self.shift}) + 1]) - 1")
+
+    def namespace(self) -> dict[str, Any]:
+        return {"starts": self.starts, "values": self.values, "bnd": self.bnd, "bisect": bisect_right}
+
+
 def _or_masks(masks: Sequence[int]) -> int:
     out = 0
     for m in masks:
@@ -189,51 +249,56 @@ class PrefixList:
 
     __slots__ = ("_idx", "_matchers", "entries")
 
-    def __init__(self, entries: Iterable[PrefixEntry]) -> None:
+    def __init__(self, entries: Iterable[PrefixEntry], bucket_min: int | None = None) -> None:
         self.entries: tuple[PrefixEntry, ...] = tuple(entries)
-        self._idx: dict[Family, tuple[list[int], list[int]]] = {}
+        self._idx: dict[Family, RangeIndex] = {}
         for family in Family:
             width = family.max_length
             items = [(key_network(e.key, family), e.length, ((1 << (e.le + 1)) - 1) ^ ((1 << e.ge) - 1))
                      for e in self.entries if e.family is family]
-            self._idx[family] = flatten(items, _or_masks, 0, width)
+            starts, masks = flatten(items, _or_masks, 0, width)
+            # IPv4 masks use bits 0..32: an 8-byte array; IPv6 masks need 129 bits.
+            self._idx[family] = RangeIndex(starts, array("Q", masks) if width == 32 else masks, width,
+                                           bucket_min)
         self._matchers = (self._make_matcher(Family.IPV4), self._make_matcher(Family.IPV6))
 
     def __len__(self) -> int:
         return len(self.entries)
+
+    def index(self, family: Family) -> RangeIndex:
+        """The family's ranges; values are bitmasks of the lengths allowed there."""
+        return self._idx[family]
 
     def matcher(self, family: Family) -> Callable[[int, int], bool]:
         """``(network, length) -> bool`` for the hot path (no per-call dict lookups)."""
         return self._matchers[0 if family is Family.IPV4 else 1]
 
     def _make_matcher(self, family: Family) -> Callable[[int, int], bool]:
-        starts, masks = self._idx[family]
-        bisect = bisect_right
+        idx = self._idx[family]
+        masks = idx.values
+        find = idx.index
 
         def match(network: int, length: int) -> bool:
-            return bool(masks[bisect(starts, network) - 1] >> length & 1)
+            return bool(masks[find(network)] >> length & 1)
 
         return match
 
     def key_predicate(self, family: Family, negate: bool = False) -> Callable[[int, int, int], bool]:
-        """``(key, network, length) -> bool`` for ``ImportChain`` (one Python call per prefix)."""
-        starts, masks = self._idx[family]
-        bisect = bisect_right
+        """``(key, network, length) -> bool`` (outside the list when ``negate``)."""
+        match = self.matcher(family)
         if negate:
             def outside(key: int, network: int, length: int) -> bool:
-                return not masks[bisect(starts, network) - 1] >> length & 1
+                return not match(network, length)
             return outside
 
         def inside(key: int, network: int, length: int) -> bool:
-            return bool(masks[bisect(starts, network) - 1] >> length & 1)
+            return match(network, length)
 
         return inside
 
     def matches(self, family: Family, key: int) -> bool:
-        starts, masks = self._idx[family]
-        length = key_length(key)
-        network = key_network(key, family)
-        return bool(masks[bisect_right(starts, network) - 1] >> length & 1)
+        idx = self._idx[family]
+        return bool(idx.values[idx.index(key_network(key, family))] >> key_length(key) & 1)
 
 
 def naive_matches(entries: Iterable[PrefixEntry], family: Family, key: int) -> bool:

@@ -21,14 +21,13 @@ from __future__ import annotations
 
 import enum
 import json
-from bisect import bisect_right
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from orchestrator.rib.prefix import Family, format_prefix, key_length, key_network, parse_prefix
-from policies.prefixset import flatten
+from policies.prefixset import RangeIndex, flatten
 
 
 class Validity(enum.Enum):
@@ -103,23 +102,24 @@ class VrpTable:
 
     __slots__ = ("_idx", "_lookups", "size")
 
-    def __init__(self, vrps: Iterable[Vrp]) -> None:
+    def __init__(self, vrps: Iterable[Vrp], bucket_min: int | None = None) -> None:
         per: dict[Family, list[tuple[int, int, _Cand]]] = {f: [] for f in Family}
         self.size = 0
         for v in vrps:
             plen = key_length(v.key)
             per[v.family].append((key_network(v.key, v.family), plen, (plen, v.max_length, v.asn)))
             self.size += 1
-        self._idx: dict[Family, tuple[list[int], list[tuple[_Cand, ...]]]] = {
-            f: flatten(items, tuple, (), f.max_length) for f, items in per.items()
+        self._idx: dict[Family, RangeIndex] = {
+            f: RangeIndex(*flatten(items, tuple, (), f.max_length), f.max_length, bucket_min)
+            for f, items in per.items()
         }
         self._lookups = (self._make_lookup(Family.IPV4), self._make_lookup(Family.IPV6))
 
     def __len__(self) -> int:
         return self.size
 
-    def index(self, family: Family) -> tuple[list[int], list[tuple[_Cand, ...]]]:
-        """(starts, VRP tuples) of the flattened ranges, for inlined lookups."""
+    def index(self, family: Family) -> RangeIndex:
+        """The flattened ranges (values: tuples of the VRPs containing each), for inlined lookups."""
         return self._idx[family]
 
     def candidates(self, family: Family) -> Callable[[int], Sequence[_Cand]]:
@@ -127,17 +127,18 @@ class VrpTable:
         return self._lookups[0 if family is Family.IPV4 else 1]
 
     def _make_lookup(self, family: Family) -> Callable[[int], Sequence[_Cand]]:
-        starts, values = self._idx[family]
+        idx = self._idx[family]
+        values, find = idx.values, idx.index
 
         def lookup(network: int) -> Sequence[_Cand]:
-            return values[bisect_right(starts, network) - 1]
+            cands: Sequence[_Cand] = values[find(network)]
+            return cands
 
         return lookup
 
     def validate(self, family: Family, key: int, origin: int | None) -> Validity:
-        starts, values = self._idx[family]
-        return classify(values[bisect_right(starts, key_network(key, family)) - 1],
-                        key_length(key), origin)
+        idx = self._idx[family]
+        return classify(idx.values[idx.index(key_network(key, family))], key_length(key), origin)
 
 
 def classify(cands: Sequence[_Cand], length: int, origin: int | None) -> Validity:

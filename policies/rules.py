@@ -49,6 +49,7 @@ from policies.model import (
     Condition,
     Direction,
     ImportChain,
+    Inline,
     KeyPredicate,
     LimitAction,
     MaxPrefix,
@@ -58,9 +59,10 @@ from policies.model import (
     Scope,
     Statement,
     Verdict,
+    inline_predicate,
     with_attrs,
 )
-from policies.prefixset import PrefixEntry, PrefixList, parse_entry
+from policies.prefixset import PrefixEntry, PrefixList, RangeIndex, parse_entry
 from policies.rpki import Validity, VrpTable, classify
 
 # Pathvector pkg/config/config.go defaults (BIRD {lo,hi} length ranges).
@@ -93,11 +95,11 @@ KIND_CODES: Final = {PeerKind.UPSTREAM: 1, PeerKind.ROUTE_SERVER: 2, PeerKind.IX
                      PeerKind.MUX: 4, PeerKind.COLLECTOR: 5}
 
 
+_KIND_BY_VALUE: Final = {k._value_: code for k, code in KIND_CODES.items()}
+
+
 def _kind_code(kind: PeerKind) -> int:
-    for k, code in KIND_CODES.items():  # identity scan: Enum.__hash__ is slow Python code
-        if k is kind:
-            return code
-    raise KeyError(kind)
+    return _KIND_BY_VALUE[kind._value_]  # by value: Enum.__hash__ is slow Python code
 
 
 def bogon_list(accept_default: bool = False, extra: Iterable[str] = ()) -> PrefixList:
@@ -111,28 +113,37 @@ def bogon_list(accept_default: bool = False, extra: Iterable[str] = ()) -> Prefi
 # Conditions
 
 
+def _list_predicate(prefixes: PrefixList, family: Family, negate: bool) -> KeyPredicate:
+    idx = prefixes.index(family)
+    test = "not " if negate else ""
+    inline = Inline((f"{{hit}} = {test}{{values}}[{idx.lookup_source()}] >> length & 1",), idx.namespace())
+    return inline_predicate(prefixes.key_predicate(family, negate=negate), inline)
+
+
 @dataclass(frozen=True, slots=True)
 class InPrefixList(Condition):
     prefixes: PrefixList
     scope = Scope.PREFIX
+    uses_attrs = False
 
     def matches(self, route: Route, ctx: PeerContext) -> bool:
         return self.prefixes.matches(route.family, route.key)
 
     def compile(self, ctx: PeerContext, family: Family, attrs: Attributes) -> bool | KeyPredicate:
-        return self.prefixes.key_predicate(family)
+        return _list_predicate(self.prefixes, family, negate=False)
 
 
 @dataclass(frozen=True, slots=True)
 class NotInPrefixList(Condition):
     prefixes: PrefixList
     scope = Scope.PREFIX
+    uses_attrs = False
 
     def matches(self, route: Route, ctx: PeerContext) -> bool:
         return not self.prefixes.matches(route.family, route.key)
 
     def compile(self, ctx: PeerContext, family: Family, attrs: Attributes) -> bool | KeyPredicate:
-        return self.prefixes.key_predicate(family, negate=True)
+        return _list_predicate(self.prefixes, family, negate=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +155,7 @@ class LengthOutside(Condition):
     min6: int = 12
     max6: int = 48
     scope = Scope.PREFIX
+    uses_attrs = False
 
     def bounds(self, family: Family) -> tuple[int, int]:
         return (self.min4, self.max4) if family is Family.IPV4 else (self.min6, self.max6)
@@ -158,7 +170,7 @@ class LengthOutside(Condition):
         def pred(key: int, network: int, length: int) -> bool:
             return length < lo or length > hi
 
-        return pred
+        return inline_predicate(pred, Inline((f"{{hit}} = length < {lo} or length > {hi}",), {}))
 
 
 def _path_asns(attrs: Attributes) -> Iterable[int]:
@@ -192,7 +204,8 @@ class PathHasAsnIn(Condition):
 @dataclass(frozen=True, slots=True)
 class PathHasLocalAs(Condition):
     def matches(self, route: Route, ctx: PeerContext) -> bool:
-        return ctx.local_as in set(_path_asns(route.attrs))
+        local = ctx.local_as
+        return any(local in asns for _, asns in route.attrs.as_path)
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,7 +233,12 @@ class PathHasTransitAs(Condition):
     asns: frozenset[int] = frozenset(TRANSIT_ASNS)
 
     def matches(self, route: Route, ctx: PeerContext) -> bool:
-        return any(a in self.asns and a != ctx.peer_as for a in _path_asns(route.attrs))
+        listed, peer = self.asns, ctx.peer_as
+        for _, asns in route.attrs.as_path:
+            for a in asns:
+                if a in listed and a != peer:
+                    return True
+        return False
 
 
 class NextHopNotPeer(Condition):
@@ -252,6 +270,26 @@ class NextHopNotPeer(Condition):
         return hit
 
 
+# RFC 6811 2 over the VRPs of the range holding ``network`` (``classify``, as loop source): VALID when a
+# VRP of length <= the route's has its origin (AS0 never matches, RFC 6483 4) and maxLength >= the
+# route's length, else INVALID when one covers it, else NOT_FOUND.
+_RPKI_LINES: Final = (
+    "{hit} = {not_found}",
+    "for _plen, _maxlen, _asn in {values}[%s]:",
+    "    if _plen <= length:",
+    "        if _asn == origin and _asn and length <= _maxlen:",
+    "            {hit} = {valid}",
+    "            break",
+    "        {hit} = {invalid}",
+)
+
+
+def _rpki_inline(idx: RangeIndex, state: Validity) -> Inline:
+    ns = {**idx.namespace(), "valid": state is Validity.VALID, "invalid": state is Validity.INVALID,
+          "not_found": state is Validity.NOT_FOUND}
+    return Inline(tuple(line.replace("%s", idx.lookup_source()) for line in _RPKI_LINES), ns)
+
+
 @dataclass(frozen=True, slots=True)
 class RpkiIs(Condition):
     """RFC 6811 state of the route against a VRP table equals ``state``."""
@@ -259,29 +297,27 @@ class RpkiIs(Condition):
     table: VrpTable
     state: Validity
     scope = Scope.PREFIX
+    _inline: dict[Family, Inline] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def matches(self, route: Route, ctx: PeerContext) -> bool:
         return self.table.validate(route.family, route.key, route.attrs.origin_as) is self.state
 
+    def source(self, family: Family) -> Inline:
+        inline = self._inline.get(family)
+        if inline is None:
+            inline = self._inline[family] = _rpki_inline(self.table.index(family), self.state)
+        return inline
+
     def compile(self, ctx: PeerContext, family: Family, attrs: Attributes) -> bool | KeyPredicate:
-        starts, values = self.table.index(family)
+        inline = self.source(family)
+        lookup = self.table.candidates(family)
         origin = attrs.origin_as
         state = self.state
-        if state is Validity.INVALID:
-            def invalid(key: int, network: int, length: int) -> bool:
-                covered = False
-                for plen, max_length, asn in values[bisect_right(starts, network) - 1]:
-                    if plen <= length:
-                        if asn == origin and asn and length <= max_length:
-                            return False
-                        covered = True
-                return covered
-            return invalid
 
         def pred(key: int, network: int, length: int) -> bool:
-            return classify(values[bisect_right(starts, network) - 1], length, origin) is state
+            return classify(lookup(network), length, origin) is state
 
-        return pred
+        return inline_predicate(pred, inline)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -334,17 +370,18 @@ class ImportAttributes(Action):
     tag_kind: bool = True
 
     def apply(self, route: Route, ctx: PeerContext) -> Route:
-        a = route.attrs
+        return Route(route.family, route.key, self.apply_attrs(route.attrs, ctx))
+
+    def apply_attrs(self, a: Attributes, ctx: PeerContext) -> Attributes:
         comms = a.communities
         if self.communities:
             comms = tuple(sorted(set(comms).union(self.communities)))
         large = a.large_communities
         extra = (*self.large, (ctx.local_as, KIND_TAG, _kind_code(ctx.kind))) if self.tag_kind else self.large
         if extra:
-            large = tuple(sorted(set(large).union(extra)))
-        return Route(route.family, route.key, Attributes(
-            a.next_hop, a.origin, a.as_path, a.med, self.local_pref, comms, large, a.atomic_aggregate,
-            a.aggregator, a.other))
+            large = extra if not large and len(extra) == 1 else tuple(sorted(set(large).union(extra)))
+        return Attributes.fast(a.next_hop, a.origin, a.as_path, a.med, self.local_pref, comms, large,
+                               a.atomic_aggregate, a.aggregator, a.other)
 
 
 # ---------------------------------------------------------------------------------------------------
