@@ -87,6 +87,7 @@ class Daemon:
         self.collector: Any = None  # orchestrator.collector.service.Collector when collector.enabled
         self.started_at = time.time()
         self.stopping = asyncio.Event()
+        self._exiting = False  # set by stop(): the RIB is about to be dropped whole
         self._rib_task: asyncio.Task[None] | None = None
         self._gc_task: asyncio.Task[None] | None = None
         self._fib_swept = False
@@ -133,8 +134,13 @@ class Daemon:
         if self.fib is not None:
             fib, self.fib = self.fib, None
             await fib.stop()
-        for name in list(self.speakers):
-            await self._stop_peer(name)
+        # All speakers at once (each ExaBGP takes ~0.4 s to leave), and their PeerDown events are
+        # not purged from the RIB: it is dropped whole at exit, and purging a full table costs seconds.
+        self._exiting = True
+        speakers = list(self.speakers.values())
+        self.speakers.clear()
+        await asyncio.gather(*(speaker.stop() for speaker in speakers))
+        await self._drain_events()
         if self.lab is not None:
             await self.lab.stop()
         for task in list(self._tasks):
@@ -342,7 +348,8 @@ class Daemon:
                     status.speaker_restarts += 1
                 if was_up:
                     status.flaps += 1
-                changes.extend(self.rib.peer_down(event.peer))
+                if not self._exiting:
+                    changes.extend(self.rib.peer_down(event.peer))
                 if (policy := self.imports.peers.get(event.peer)) is not None:
                     policy.peer_down()
                 if self.fib is not None and was_up:

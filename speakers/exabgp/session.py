@@ -394,14 +394,14 @@ class ExaBGPSession:
             if down is None:  # e.g. SHUTDOWN handled above; keep the invariant anyway
                 down = PeerDown(self.peer, DownReason.CONNECTION_LOST, inp.value)
                 self._events.append(down)
-            self.log.info("peer_down", reason=down.reason.value, detail=down.detail)
+            self.log.debug("session_down", reason=down.reason.value, detail=down.detail)  # the daemon logs peer_down
             self._announced_connect = False
             if event is not None:
                 self._events.append(event)
             return
         if new is State.ESTABLISHED and old is not State.ESTABLISHED:
             assert isinstance(event, PeerUp)
-            self.log.info("peer_up", peer_as=event.peer_as, router_id=event.router_id)
+            self.log.debug("session_up", peer_as=event.peer_as, router_id=event.router_id)  # daemon: peer_up
         if event is not None and not isinstance(event, PeerDown):
             self._events.append(event)
 
