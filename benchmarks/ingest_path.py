@@ -22,6 +22,12 @@ ExaBGP output, ~10-20 kB at ExaBGP's speed):
   ``ExaBGPSpeaker``'s accept/handshake/read loop (``_accept``) and the daemon's ``emit_many`` →
   queue → ``_rib_loop``, until End-of-RIB. The child's CPU is not counted (the real relay's is
   measured by ``benchmarks.ingest``).
+
+``--speaker native`` measures the native speaker's side instead, on the byte stream the native
+feeder sends (the same generated table encoded in-process with the feeder's encoder; no capture,
+no root): ``decode`` (framing + ``decode_plain_update``, ``decode_update`` where it declines),
+``session`` (an ESTABLISHED ``BgpSession``: ``receive_data`` + ``take_events``) and ``sync`` (+ the
+daemon's ``_apply`` into the RIB). No ``asyncio`` case (``benchmarks.ingest`` measures it live).
 """
 
 from __future__ import annotations
@@ -266,6 +272,85 @@ async def _run_asyncio(
     return paths, cpu
 
 
+def native_stream(prefixes: int, seed: int) -> bytes:
+    """The native feeder's UPDATE stream for its table (``start_feeder``'s arguments), End-of-RIB last."""
+    from orchestrator.lab.runner import feeder_next_hops
+    from orchestrator.lab.tablegen import generate_table
+    from speakers.native.codec import encode_end_of_rib, encode_updates
+
+    nh4, nh6 = feeder_next_hops(0)
+    msgs = [
+        msg
+        for family, attrs, keys in generate_table(seed, 0, prefixes, 0, 0.0, FEEDER_AS, nh4, nh6)
+        for msg in encode_updates(family, attrs, keys)
+    ]
+    return b"".join(msgs) + encode_end_of_rib(Family.IPV4)
+
+
+def _native_session() -> Any:
+    from benchmarks.ingest import FEEDER_ADDR
+    from speakers.native import codec
+    from speakers.native.session import BgpSession, SessionConfig, State
+
+    codec.clear_attribute_cache()  # cold, as on a table load
+    config = SessionConfig(peer="feeder", local_as=LOCAL_AS, peer_as=FEEDER_AS, router_id=LOCAL_ADDR,
+                           hold_time=180, families=(Family.IPV4,))  # fmt: skip
+    session = BgpSession(config)
+    session.start(0.0)
+    session.connection_made(0.0)
+    session.receive_data(codec.encode_open(FEEDER_AS, 180, FEEDER_ADDR, [Family.IPV4]), 0.0)
+    session.receive_data(codec.encode_keepalive(), 0.0)
+    assert session.state is State.ESTABLISHED
+    session.data_to_send()
+    session.take_events(1 << 30)  # PeerUp
+    return session
+
+
+def run_native_decode(data: bytes, chunks: list[bytes], workdir: Path) -> int:
+    from speakers.native import codec
+
+    codec.clear_attribute_cache()
+    buf = bytearray()
+    n = 0
+    for chunk in chunks:
+        buf += chunk
+        for mtype, body in codec.split_messages(buf):
+            if mtype == codec.MSG_UPDATE:
+                fast = codec.decode_plain_update(body)
+                if fast is not None:
+                    n += len(fast[1])
+                else:
+                    n += sum(len(fu.announce) for fu in codec.decode_update(body).families)
+    return n
+
+
+def run_native_session(data: bytes, chunks: list[bytes], workdir: Path) -> int:
+    session = _native_session()
+    n = 0
+    for chunk in chunks:
+        session.receive_data(chunk, 0.0)
+        for ev in session.take_events(1 << 30):
+            n += len(getattr(ev, "announce", ()))
+    return n
+
+
+def run_native_sync(data: bytes, chunks: list[bytes], workdir: Path) -> int:
+    from benchmarks.ingest import FEEDER_ADDR
+    from orchestrator.rib.table import DISCARD
+    from speakers.events import PeerUp
+
+    daemon = make_daemon(workdir)
+    apply = daemon._apply
+    apply(PeerUp("feeder", FEEDER_AS, FEEDER_ADDR, (Family.IPV4,)), DISCARD)
+    session = _native_session()
+    for chunk in chunks:
+        session.receive_data(chunk, 0.0)
+        for ev in session.take_events(1 << 30):
+            apply(ev, DISCARD)
+    paths: int = daemon.rib.counts()["families"]["ipv4"]["paths"]
+    return paths
+
+
 def timed(fn: Callable[[bytes, list[bytes], Path], int], *args: Any, repeat: int) -> tuple[int, float]:
     best = float("inf")
     n = 0
@@ -299,39 +384,46 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--recapture", action="store_true")
     ap.add_argument("--profile", action="store_true", help="cProfile the sync path (top 25 by tottime)")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--speaker", choices=("exabgp", "native"), default="exabgp")
     args = ap.parse_args(argv)
     from orchestrator.log import configure_logging
 
     configure_logging("warning", json=True)
-    path = OUT / f"exabgp-{args.prefixes}-{args.seed}.jsonl"
-    if args.recapture or not path.exists():
-        print(f"capturing {path} ...", file=sys.stderr)
-        capture(path, args.prefixes, args.seed)
-    data = path.read_bytes()
+    native = args.speaker == "native"
+    path = OUT / (f"{args.speaker}-{args.prefixes}-{args.seed}" + (".bgp" if native else ".jsonl"))
+    if native:
+        data = native_stream(args.prefixes, args.seed)
+    else:
+        if args.recapture or not path.exists():
+            print(f"capturing {path} ...", file=sys.stderr)
+            capture(path, args.prefixes, args.seed)
+        data = path.read_bytes()
     chunks = chunks_of(data, args.chunk)
     lines = data.count(b"\n")
     workdir = Path(tempfile.mkdtemp(prefix="peerctl-ingest-path-"))
     results: dict[str, Any] = {"stream": str(path), "bytes": len(data), "lines": lines, "chunk": args.chunk}
+    if native:
+        results = {"stream": "native feeder UPDATEs (in memory)", "bytes": len(data), "chunk": args.chunk}
     try:
         if args.profile:
             prof = cProfile.Profile()
             gc.disable()
-            prof.runcall(run_sync, data, chunks, workdir)
+            prof.runcall(run_native_sync if native else run_sync, data, chunks, workdir)
             gc.enable()
             pstats.Stats(prof).sort_stats("tottime").print_stats(25)
             return 0
         only = {s.strip() for s in args.only.split(",")}
         cases: dict[str, Callable[[bytes, list[bytes], Path], int]] = {
-            "decode": run_decode,
-            "session": run_session,
-            "sync": run_sync,
+            "decode": run_native_decode if native else run_decode,
+            "session": run_native_session if native else run_session,
+            "sync": run_native_sync if native else run_sync,
         }
         prefixes = 0
         for name, fn in cases.items():
             if name in only:
                 prefixes, cpu = timed(fn, data, chunks, workdir, repeat=args.repeat)
                 results[name] = {"prefixes": prefixes, "cpu_s": cpu, "us_per_prefix": cpu / prefixes * 1e6}
-        if "asyncio" in only:
+        if "asyncio" in only and not native:
             best = float("inf")
             for _ in range(args.repeat):
                 gc.collect()
@@ -347,7 +439,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(orjson.dumps(results, option=orjson.OPT_INDENT_2).decode())
     else:
-        print(f"stream: {path.name}, {len(data):,} bytes, {lines:,} lines, read chunk {args.chunk:,} B")
+        print(f"stream: {results['stream']}, {len(data):,} bytes, read chunk {args.chunk:,} B")
         for name in ("decode", "session", "sync", "asyncio"):
             if name in results:
                 r = results[name]
