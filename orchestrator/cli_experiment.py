@@ -1,8 +1,10 @@
 """CLI for scheduled experiments: ``peerctl experiment start|list|show|cancel|forget``.
 
-``start FILE`` reads a TOML experiment (see ``examples/experiment.toml``), checks it locally for
-syntax (errors name the file and line), then posts it; the daemon checks every step against the
-safety rules and the rate rule over the whole timeline before scheduling anything.
+``start FILE`` reads a TOML experiment (see ``examples/experiment.toml``) or a PEERING client
+experiment JSON (rounds; ``--round-interval``, ``--bind A=PREFIX`` for its placeholder prefixes),
+checks it locally for syntax (errors name the file and the place), then posts it; the daemon checks
+every step against the safety rules and the rate rule over the whole timeline before scheduling
+anything.
 """
 
 from __future__ import annotations
@@ -14,16 +16,37 @@ import urllib.parse
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 import orchestrator.api.experiments  # noqa: F401  (registers /api/v1/experiments in the daemon)
 from orchestrator.cli import EXTENSIONS, CliError, _print_json, _table, api_call
+from orchestrator.errors import ApiError
+from orchestrator.experiments import from_peering_experiment
 
 
-def read_experiment(path: str) -> dict[str, Any]:
-    """A TOML experiment file → the JSON body of ``POST /api/v1/experiments``."""
+def read_experiment(
+    path: str, round_interval: float = 600.0, bind: list[str] | None = None
+) -> dict[str, Any]:
+    """A TOML experiment file, or PEERING's experiment JSON, → the body of ``POST /api/v1/experiments``."""
     try:
         text = Path(path).read_text()
     except OSError as exc:
         raise CliError(f"{path}: cannot read: {exc.strerror or exc}", 2) from None
+    if path.endswith(".json") or text.lstrip().startswith("{"):
+        try:
+            doc = orjson.loads(text)
+        except orjson.JSONDecodeError as exc:
+            raise CliError(f"{path}: not JSON: {exc}", 2) from None
+        bindings: dict[str, str] = {}
+        for item in bind or []:
+            key, sep, prefix = item.partition("=")
+            if not sep:
+                raise CliError(f"--bind {item}: expected NAME=PREFIX", 2)
+            bindings[key] = prefix
+        try:
+            return from_peering_experiment(doc, round_interval, bindings, Path(path).stem)
+        except ApiError as exc:
+            raise CliError(f"{path}: {exc}", 2) from None
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -61,7 +84,7 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     if not args.target:
         raise CliError(f"experiment {action}: give {'a FILE' if action == 'start' else 'a NAME'}", 2)
     if action == "start":
-        body = read_experiment(args.target)
+        body = read_experiment(args.target, args.round_interval, args.bind)
         if args.name:
             body["name"] = args.name
         if args.delay is not None:
@@ -111,6 +134,20 @@ def _add(sub: Any) -> None:
     )
     p.add_argument("--dry-run", action="store_true", help="start: check every step, schedule nothing")
     p.add_argument("--withdraw", action="store_true", help="cancel: also withdraw what it announced")
+    p.add_argument(
+        "--round-interval",
+        type=float,
+        default=600.0,
+        metavar="SECONDS",
+        help="start, PEERING experiment JSON: seconds between rounds (default 600, PEERING's "
+        "minimum between changes)",
+    )
+    p.add_argument(
+        "--bind",
+        action="append",
+        metavar="NAME=PREFIX",
+        help="start, PEERING experiment JSON: a placeholder prefix (A, B, ...) → one of ours",
+    )
 
 
 EXTENSIONS.append(_add)

@@ -23,6 +23,12 @@ persisted in ``runtime_dir/experiments.json`` (temporary file, fsync, rename) af
 After a restart, pending steps resume; a step whose time passed while peerctl was down by more than
 ``LATE_GRACE`` seconds is marked ``missed`` and not run: a change made late would confound the
 measurement it was scheduled for.
+
+``from_peering_experiment`` reads the PEERING client's experiment JSON (``{"experiment": {"rounds":
+[{prefix: {"announce": [...], "withdraw": [mux, ...]}}]}}``) into the same request: round *i* runs
+at ``i * round_interval``; placeholder prefixes ("A", "B" in PEERING's examples) are bound to real
+ones by the caller; PEERING peer ids become ``47065:id`` communities and its ``prepend`` list
+becomes poisoning, as in ``policies.safety.parse_peering``.
 """
 
 from __future__ import annotations
@@ -42,7 +48,7 @@ import orjson
 
 from orchestrator.errors import ApiError, PolicyError
 from orchestrator.rib.prefix import Family, format_prefix, parse_prefix
-from policies.safety import Announcement
+from policies.safety import PEERING_ASN, Announcement, parse_peering
 
 STATE_FILE = "experiments.json"
 LATE_GRACE = 30.0
@@ -461,3 +467,79 @@ class ExperimentRunner:
             item.get("description", ""),
             float(item.get("created", 0)),
         )
+
+
+def from_peering_experiment(
+    doc: Any,
+    round_interval: float,
+    bindings: Mapping[str, str] | None = None,
+    name: str = "peering-experiment",
+) -> dict[str, Any]:
+    """PEERING experiment JSON → the body of ``POST /api/v1/experiments`` (module docstring).
+
+    Raises ApiError(400) naming the place: ``rounds[1]['A']: placeholder prefix, bind it with --bind
+    A=PREFIX``, ``rounds[0]['184.164.224.0/24'].announce: 2 announcements with different attributes
+    for one prefix in one round`` (peerctl sends one attribute set per prefix)."""
+    bindings = bindings or {}
+    body = doc.get("experiment", doc) if isinstance(doc, dict) else doc
+    if not isinstance(body, dict) or not isinstance(body.get("rounds"), list) or not body["rounds"]:
+        raise ApiError(400, 'not a PEERING experiment: expected {"experiment": {"rounds": [...]}}')
+    steps: list[dict[str, Any]] = []
+    for r, round_ in enumerate(body["rounds"]):
+        if not isinstance(round_, dict) or not round_:
+            raise ApiError(400, f"rounds[{r}]: expected an object of prefix -> {{announce, withdraw}}")
+        bound: dict[str, Any] = {}
+        for key, spec in round_.items():
+            prefix = bindings.get(key, key)
+            try:
+                parse_prefix(prefix)
+            except ValueError:
+                raise ApiError(
+                    400,
+                    f"rounds[{r}][{key!r}]: not a prefix; a placeholder? bind it with --bind {key}=PREFIX",
+                ) from None
+            bound[prefix] = spec
+        try:
+            request = parse_peering(bound)
+        except PolicyError as exc:
+            raise ApiError(400, f"rounds[{r}]: {_reason(exc)}") from None
+        by_prefix: dict[str, list[Announcement]] = {}
+        for ann in request.announcements:
+            by_prefix.setdefault(ann.prefix, []).append(ann)
+        at = r * round_interval
+        for prefix, anns in by_prefix.items():
+            first = anns[0]
+            same = [replace(a, muxes=()) for a in anns]
+            if any(a != same[0] for a in same[1:]):
+                raise ApiError(
+                    400,
+                    f"rounds[{r}][{prefix!r}].announce: {len(anns)} announcements with "
+                    "different attributes for one prefix in one round (peerctl sends one "
+                    "attribute set per prefix: split them into rounds)",
+                )
+            muxes = [m for a in anns for m in a.muxes]
+            step: dict[str, Any] = {"at": at, "action": "announce", "prefix": prefix}
+            step.update({"all": True} if "all" in muxes else {"peers": list(dict.fromkeys(muxes))})
+            if first.origin is not None:
+                step["origin"] = first.origin
+            if first.poison:
+                step["poison"] = list(first.poison)
+            comms = [f"{c >> 16}:{c & 0xFFFF}" for c in first.communities]
+            comms += [f"{PEERING_ASN}:{p}" for p in first.peers]
+            if comms:
+                step["communities"] = comms
+            if first.large_communities:
+                step["large_communities"] = [f"{a}:{b}:{c}" for a, b, c in first.large_communities]
+            steps.append(step)
+        gone: dict[str, list[str]] = {}
+        for prefix, mux in request.withdrawals:
+            gone.setdefault(prefix, []).append(mux)
+        for prefix, muxes in gone.items():
+            w: dict[str, Any] = {"at": at, "action": "withdraw", "prefix": prefix}
+            if "all" not in muxes:
+                w["peers"] = muxes
+            steps.append(w)
+    out: dict[str, Any] = {"name": name, "steps": steps}
+    if isinstance(body.get("description"), str):
+        out["description"] = body["description"]
+    return out

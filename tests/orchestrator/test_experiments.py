@@ -15,7 +15,7 @@ from orchestrator.api.announce import parse_request
 from orchestrator.api.experiments import ManagerAnnouncer
 from orchestrator.config import AnnounceConfig, Config, LocalConfig, PeerConfig, PeerKind
 from orchestrator.errors import ApiError, PolicyError
-from orchestrator.experiments import STATE_FILE, ExperimentRunner, plan
+from orchestrator.experiments import STATE_FILE, ExperimentRunner, from_peering_experiment, plan
 from orchestrator.log import get_logger
 from orchestrator.rib.prefix import Family
 from policies.safety import Announcement, SafetyRules
@@ -233,3 +233,70 @@ def test_cancel_stops_pending_steps_and_can_withdraw(tmp_path: Path) -> None:
     assert [s.state for s in exp.steps] == ["done", "cancelled"] and problems == []
     assert wire.sent[-1][1] == f"neighbor 127.0.87.2 withdraw route {P}"
     assert P not in mgr.wanted
+
+
+# -- PEERING's experiment JSON ---------------------------------------------------------------------
+
+PEERING_DIR = Path(__file__).resolve().parents[3] / "shared" / "data" / "real" / "configs" / "peering"
+
+
+def peering_manager(tmp_path: Path) -> AnnouncementManager:
+    muxes = tuple(PeerConfig(m, PeerKind.MUX, f"127.0.87.{10 + i}", 47065)
+                  for i, m in enumerate(("amsterdam01", "ufmg01", "seattle01")))  # fmt: skip
+    rules = SafetyRules(47065, SafetyRules.allocation(("184.164.224.0/19",)))
+    cfg = Config(path=Path("c.toml"), local=LocalConfig(47065, "10.0.0.1"), peers=muxes, safety=rules,
+                 announce=AnnounceConfig())  # fmt: skip
+    wire = Wire()
+    return AnnouncementManager(lambda: cfg, lambda: {m.name: wire for m in muxes}, tmp_path, get_logger())
+
+
+def test_peering_experiment_json_becomes_a_timeline(tmp_path: Path) -> None:
+    path = PEERING_DIR / "experiment-1.json"
+    if not path.exists():
+        pytest.skip(f"{path} absent (../shared beside the repository)")
+    doc = orjson.loads(path.read_bytes())
+    with pytest.raises(ApiError, match=r"rounds\[0\]\['A'\]: not a prefix; a placeholder\? bind it with"):
+        from_peering_experiment(doc, 600)
+    body = from_peering_experiment(doc, 600, {"A": "184.164.224.0/24", "B": "184.164.225.0/24"}, "exp1")
+    assert body["description"].startswith("Testing prefix propagation")
+    assert [(s["at"], s["action"], s["prefix"], s["peers"], s["origin"]) for s in body["steps"]] == [
+        (0, "announce", "184.164.224.0/24", ["amsterdam01"], 47065),
+        (0, "announce", "184.164.225.0/24", ["amsterdam01"], 47065),
+        (600, "announce", "184.164.224.0/24", ["ufmg01"], 47065),
+        (600, "announce", "184.164.225.0/24", ["ufmg01"], 47065),
+        (1200, "announce", "184.164.224.0/24", ["seattle01"], 47065),
+        (1200, "announce", "184.164.225.0/24", ["seattle01"], 47065),
+    ]
+    mgr = peering_manager(tmp_path)
+    exp = plan(body, ManagerAnnouncer(mgr), time.time(), parse_request)  # every round passes the rules
+    assert len(exp.steps) == 6
+    with pytest.raises(PolicyError, match=r"rate: steps\[2\] \(at \+300 s\)"):
+        plan(from_peering_experiment(doc, 300, {"A": "184.164.224.0/24", "B": "184.164.225.0/24"}),
+             ManagerAnnouncer(mgr), time.time(), parse_request)  # fmt: skip
+
+
+@pytest.mark.parametrize(("rounds", "message"), [
+    ([{P: {"announce": [{"muxes": ["amsterdam01"]}, {"muxes": ["ufmg01"], "prepend": [3356]}]}}],
+     "2 announcements with different attributes for one prefix in one round"),
+    ([{P: {"announce": [{"muxes": "amsterdam01"}]}}], "rounds[0]: $['184.164.224.0/24'].announce[0].muxes"),
+    ([], "not a PEERING experiment"),
+    ([{}], "rounds[0]: expected an object"),
+])  # fmt: skip
+def test_peering_experiment_errors_name_the_place(rounds: list[Any], message: str) -> None:
+    with pytest.raises(ApiError) as err:
+        from_peering_experiment({"experiment": {"description": "d", "email": "e@x", "rounds": rounds}}, 600)
+    assert message in str(err.value)
+
+
+def test_peering_rounds_with_peer_ids_withdrawals_and_all() -> None:
+    body = from_peering_experiment({"rounds": [
+        {P: {"announce": [{"muxes": ["amsterdam01"], "peers": [12], "prepend": [3356]},
+                          {"muxes": ["ufmg01"], "peers": [12], "prepend": [3356]}]}},
+        {P: {"withdraw": ["amsterdam01"]}, "184.164.225.0/24": {"announce": [{"muxes": ["all"]}]}},
+    ]}, 900)  # fmt: skip
+    assert body["steps"] == [
+        {"at": 0, "action": "announce", "prefix": P, "peers": ["amsterdam01", "ufmg01"], "poison": [3356],
+         "communities": ["47065:12"]},
+        {"at": 900, "action": "announce", "prefix": "184.164.225.0/24", "all": True},
+        {"at": 900, "action": "withdraw", "prefix": P, "peers": ["amsterdam01"]},
+    ]
