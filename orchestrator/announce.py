@@ -9,12 +9,19 @@ and the attributes the safety rules produced) and, per peer, what was handed to 
 ``PolicyError`` and changes nothing, so nothing outside the allocation or breaking a rule can reach a
 speaker. The attributes checked are the attributes sent (``announce_command`` renders them).
 
-* ``announce(request, targets)``: check, then send ``neighbor ADDR announce route ...`` to each
-  target and ``withdraw route`` to peers that had the prefix but are no longer targeted.
+* ``announce(request, targets)``: check, then each target's *export policy* (``export`` in the
+  peer's config, ``policies.rules.build_export_policy``: ``export = "none"``, a prefix list, no
+  poisoning, per-peer prepends and communities) and the safety rules again on what that peer would
+  get; then send ``neighbor ADDR announce route ...`` to each target and ``withdraw route`` to peers
+  that had the prefix but are no longer targeted. A peer named explicitly whose export policy
+  refuses makes the whole request fail with that rule (nothing sent); peers chosen as a group
+  (``--all``, ``--kind``) that refuse are left out and listed as ``refused`` (rule per peer).
 * ``withdraw(prefix, targets)``: a change too (the rate rule applies: PEERING counts withdrawals
   as updates); withdraws from the given targets (default: all that have it).
 * PeerUp → every wanted prefix of that peer is sent again (a new session, or a new ExaBGP process,
-  starts with an empty Adj-RIB-Out); PeerDown → its entries go back to ``pending``.
+  starts with an empty Adj-RIB-Out), through the export policy of the config then in force (a
+  reload may have changed it: a refused entry stays in ``adv`` as ``refused`` with the rule);
+  PeerDown → its entries go back to ``pending``.
 * ExaBGP acks (``ExaBGPSession.on_answer``) move an entry from ``sent`` to ``acked`` (ExaBGP took
   the route into its Adj-RIB-Out; it is on the wire while the session is established) or ``error``.
 * The wanted set and the change history (rate rule) are written to ``runtime_dir/announcements.json``
@@ -43,6 +50,8 @@ from orchestrator.config import Config, PeerConfig, PeerKind
 from orchestrator.errors import PolicyError
 from orchestrator.rib.attrs import Attributes, community_text
 from orchestrator.rib.prefix import Family, format_prefix, parse_prefix
+from policies.model import PeerContext, Policy, Route, Verdict
+from policies.rules import ExportRules, build_export_policy
 from policies.safety import Announcement, History, SafetyRules
 from speakers.events import PeerDown, PeerUp, SpeakerEvent
 from speakers.exabgp.session import announce_command, withdraw_command
@@ -58,8 +67,9 @@ class CommandSink(Protocol):
 class Wanted:
     announcement: Announcement
     targets: tuple[str, ...]
-    attrs: Attributes  # as checked by the safety rules (before the per-peer next hop)
+    attrs: Attributes  # as checked by the safety rules (before the per-peer export policy, next hop)
     changed_at: float
+    refused: tuple[tuple[str, str], ...] = ()  # (peer, export rule): group members left out
 
 
 @dataclass(slots=True)
@@ -67,8 +77,9 @@ class Advertised:
     prefix: str
     command: str
     attrs: Attributes
-    state: str = "pending"  # pending (session down) | sent | acked | error
+    state: str = "pending"  # pending (session down) | sent | acked | error | refused (export policy)
     since: float = field(default_factory=time.time)
+    rule: str = ""  # the export rule, when refused
 
 
 def _canonical(prefix: str) -> str:
@@ -118,6 +129,8 @@ class AnnouncementManager:
         self.adv: dict[str, dict[str, Advertised]] = {}
         self._hooked: set[int] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._export_for: Config | None = None  # the config the cached export policies belong to
+        self._exports: dict[str, Policy | None] = {}
 
     # -- config ------------------------------------------------------------------------------------
 
@@ -171,8 +184,10 @@ class AnnouncementManager:
             raise PolicyError("allocated", "no [safety] allocation in the config: announcements are off")
         return rules.check(ann, now, self.history if rate else None)
 
-    async def announce(self, ann: Announcement, targets: Sequence[str]) -> Wanted:
-        """Check the safety rules, then send. Raises PolicyError (nothing sent, nothing changed)."""
+    async def announce(self, ann: Announcement, targets: Sequence[str], *, group: bool = False) -> Wanted:
+        """Check the safety rules and each target's export policy, then send. Raises PolicyError
+        (nothing sent, nothing changed). With ``group`` (targets chosen by ``--all``/``--kind``), peers
+        whose export policy refuses are left out (``Wanted.refused``) unless all of them refuse."""
         prefix = _canonical(ann.prefix)
         ann = replace(ann, prefix=prefix, muxes=tuple(targets))
         now = self.clock()
@@ -180,14 +195,31 @@ class AnnouncementManager:
         if old is not None and old.announcement == ann and old.targets == tuple(targets):
             return old  # nothing changes: not a change for the rate rule either
         attrs = self._check(ann, now)
-        wanted = Wanted(ann, tuple(targets), attrs, now)
+        plans: dict[str, tuple[str, Attributes]] = {}
+        refused: dict[str, PolicyError] = {}
+        for name in targets:
+            peer = self._peer(name)
+            if peer is None:
+                continue
+            try:
+                plans[name] = self.command_for(peer, Wanted(ann, (), attrs, now))
+            except PolicyError as exc:
+                if not group:
+                    raise
+                refused[name] = exc
+        if refused and not plans:
+            raise next(iter(refused.values()))
+        targets = tuple(t for t in targets if t not in refused)
+        ann = replace(ann, muxes=targets)
+        wanted = Wanted(ann, targets, attrs, now, tuple((n, e.rule) for n, e in refused.items()))
         self.wanted[prefix] = wanted
         self._record(prefix, now)
         gone = set(old.targets) - set(targets) if old is not None else set()
         for name in gone:
             await self._send_withdraw(name, prefix)
         for name in targets:
-            await self._send_announce(name, wanted)
+            if name in plans:
+                await self._send_planned(name, prefix, *plans[name])
         self._save()
         self.log.info("announced", prefix=prefix, peers=list(targets), as_path=attrs.as_path_flat())
         return wanted
@@ -231,18 +263,65 @@ class AnnouncementManager:
                 return p
         return None
 
+    def export_policy(self, peer: PeerConfig) -> Policy | None:
+        """The peer's export policy (None: no ``export`` restriction), cached per config object."""
+        config = self.config
+        if self._export_for is not config:
+            self._export_for, self._exports = config, {}
+        if peer.name not in self._exports:
+            rules = peer.policy.export if peer.policy is not None else None
+            self._exports[peer.name] = None if rules is None or rules == ExportRules() else \
+                build_export_policy(rules, PeerContext.for_kind(peer.name, peer.kind, peer.peer_as,
+                                                                config.local.asn, peer.neighbor))
+        return self._exports[peer.name]
+
+    def export(self, peer: PeerConfig, prefix: str, attrs: Attributes) -> Attributes:
+        """``attrs`` through the peer's export policy, then the safety rules on the result.
+        Raises PolicyError(rule, message naming the peer) when refused."""
+        policy = self.export_policy(peer)
+        if policy is None:
+            return attrs
+        family, key = parse_prefix(prefix)
+        ctx = PeerContext.for_kind(peer.name, peer.kind, peer.peer_as, self.config.local.asn, peer.neighbor)
+        d = policy.evaluate(Route(family, key, attrs), ctx)
+        if d.verdict is not Verdict.ACCEPT:
+            raise PolicyError(d.rule, f"peer {peer.name}: its export policy refuses {prefix} (rule {d.rule})")
+        out = d.route.attrs
+        rules = self.safety
+        if out != attrs and rules is not None:
+            try:
+                rules.check_attributes(out)
+            except PolicyError as exc:
+                raise PolicyError(exc.rule, f"peer {peer.name}, after its export policy: {exc}") from None
+        return out
+
     def command_for(self, peer: PeerConfig, wanted: Wanted) -> tuple[str, Attributes]:
+        """The command for ``peer`` and the attributes it carries. Raises PolicyError when the peer's
+        export policy (or a safety rule on its result) refuses."""
         ann = wanted.announcement
-        attrs = replace(wanted.attrs, next_hop=ann.next_hop or self.config.announce.next_hop)
+        attrs = self.export(peer, ann.prefix, wanted.attrs)
+        attrs = replace(attrs, next_hop=ann.next_hop or self.config.announce.next_hop)
         return f"neighbor {peer.neighbor} {announce_command(ann.prefix, attrs)}", attrs
 
     async def _send_announce(self, name: str, wanted: Wanted) -> None:
         peer = self._peer(name)
         if peer is None:
             return
-        line, attrs = self.command_for(peer, wanted)
-        entry = Advertised(wanted.announcement.prefix, line, attrs)
-        self.adv.setdefault(name, {})[entry.prefix] = entry
+        prefix = wanted.announcement.prefix
+        try:
+            line, attrs = self.command_for(peer, wanted)
+        except PolicyError as exc:  # the export policy changed since (reload): send nothing
+            self._refused(name, prefix, wanted.attrs, exc)
+            return
+        await self._send_planned(name, prefix, line, attrs)
+
+    def _refused(self, name: str, prefix: str, attrs: Attributes, exc: PolicyError) -> None:
+        self.adv.setdefault(name, {})[prefix] = Advertised(prefix, "", attrs, "refused", rule=exc.rule)
+        self.log.warning("announce_refused_by_export", peer=name, prefix=prefix, reason=exc.rule)
+
+    async def _send_planned(self, name: str, prefix: str, line: str, attrs: Attributes) -> None:
+        entry = Advertised(prefix, line, attrs)
+        self.adv.setdefault(name, {})[prefix] = entry
         await self._send(name, entry)
 
     async def _send_withdraw(self, name: str, prefix: str) -> None:
@@ -316,6 +395,7 @@ class AnnouncementManager:
                 "poison": list(a.poison), "next_hop": a.next_hop or self.config.announce.next_hop,
                 "changed_at": w.changed_at, **{k: v for k, v in attrs_json(w.attrs).items()
                                                if k != "next_hop"},
+                "refused": dict(w.refused),
             })  # fmt: skip
         return out
 
@@ -323,7 +403,8 @@ class AnnouncementManager:
         up = self.established(name)
         return [
             {"prefix": e.prefix, "state": e.state, "on_wire": up and e.state in ("sent", "acked"),
-             "command": e.command, "since": e.since, **attrs_json(e.attrs)}
+             "command": e.command, "since": e.since, **attrs_json(e.attrs),
+             **({"rule": e.rule} if e.rule else {})}
             for _, e in sorted(self.adv.get(name, {}).items())
         ]  # fmt: skip
 
@@ -383,9 +464,14 @@ class AnnouncementManager:
                 self.wanted[ann.prefix] = Wanted(ann, targets, attrs, changed_at)
                 for name in targets:
                     peer = self._peer(name)
-                    if peer is not None:
+                    if peer is None:
+                        continue
+                    try:
                         line, a = self.command_for(peer, self.wanted[ann.prefix])
-                        self.adv.setdefault(name, {})[ann.prefix] = Advertised(ann.prefix, line, a)
+                    except PolicyError as exc:  # the config changed while we were down
+                        self._refused(name, ann.prefix, attrs, exc)
+                        continue
+                    self.adv.setdefault(name, {})[ann.prefix] = Advertised(ann.prefix, line, a)
         return len(self.wanted)
 
 

@@ -49,6 +49,8 @@ def cmd_announce(args: argparse.Namespace) -> int:
               + (f" communities {' '.join(data['communities'])}" if data["communities"] else "")
               + (f" large-communities {' '.join(data['large_communities'])}"
                  if data["large_communities"] else ""))  # fmt: skip
+        for name, rule in sorted(data.get("refused", {}).items()):
+            print(f"  not to {name}: its export policy refuses it (rule {rule})")
     return 0
 
 
@@ -84,7 +86,8 @@ def cmd_adv(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(data)
     else:
-        rows = [[a["prefix"], a["state"] + (" (on wire)" if a["on_wire"] else ""),
+        rows = [[a["prefix"], a["state"] + (" (on wire)" if a["on_wire"] else "")
+                 + (f" ({a['rule']})" if a.get("rule") else ""),
                  " ".join(map(str, a["as_path"])), a["next_hop"],
                  " ".join(a["communities"] + a["large_communities"])] for a in data]  # fmt: skip
         print(_table(["Prefix", "State", "AS path", "Next hop", "Communities"], rows))

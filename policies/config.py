@@ -13,10 +13,14 @@ Peer / template table keys (all optional)::
     rpki = { vrp_file = "vrps.json", invalid = "reject|accept", not_found = "accept|reject" }
     dampening = { enabled = true, half_life = 900, suppress = 6000, reuse = 750, max_suppress = 3600,
                   withdraw = 1000, readvertise = 1000, attribute_change = 500 }
-    export = "none" | "all"
+    export = "none" | "all" | { prefixes = ["198.51.100.0/24 le 24"], allow_poisoning = true,
+              prepend = 0, communities = ["65000:1"], large_communities = ["65000:1:2"],
+              max_path_length = 5 }
 
 ``import = "all"`` turns every filter off (iBGP / lab feeders); a table applies Pathvector's defaults
-for the peer kind (``ImportRules.for_kind``) with the given overrides. Top level::
+for the peer kind (``ImportRules.for_kind``) with the given overrides. ``export`` filters *our*
+announcements towards the peer (``ExportRules``; peerctl re-exports nothing it learned): absent or
+``"all"`` lets every announcement through, ``"none"`` refuses them all. Top level::
 
     [safety]   # PEERING announcement rules
     allocated = ["184.164.224.0/19"] | allocated_file = "prefixes.txt"
@@ -39,7 +43,7 @@ from orchestrator.rib.attrs import parse_community, parse_large_community
 from policies.dampening import DampeningParams
 from policies.model import LimitAction, MaxPrefix, Verdict
 from policies.prefixset import parse_lines
-from policies.rules import ImportRules
+from policies.rules import ExportRules, ImportRules
 from policies.safety import SafetyRules
 
 
@@ -63,7 +67,12 @@ class PeerPolicy:
     irr: IrrConfig | None = None
     rpki: RpkiConfig | None = None
     dampening: DampeningParams = field(default_factory=DampeningParams)
-    export_all: bool = False  # "none" (default) | "all"
+    export: ExportRules = field(default_factory=ExportRules)
+
+    @property
+    def export_all(self) -> bool:
+        """``export = "all"`` (or absent): every announcement passes unchanged."""
+        return self.export == ExportRules()
 
 
 POLICY_KEYS = frozenset({"import", "max_prefix", "irr", "rpki", "dampening", "export"})
@@ -204,12 +213,43 @@ def parse_peer_policy(table: Mapping[str, Any], *, kind: PeerKind, file: str = "
             damp = DampeningParams(**args)
         except ValueError as exc:
             raise c.err("dampening", str(exc)) from None
-    export_all = False
-    if "export" in table:
-        if table["export"] not in ("none", "all"):
-            raise c.err("export", f"expected 'none' or 'all', got {table['export']!r}")
-        export_all = table["export"] == "all"
-    return PeerPolicy(rules, irr, rpki, damp, export_all)
+    export = parse_export(c, table["export"]) if "export" in table else ExportRules()
+    return PeerPolicy(rules, irr, rpki, damp, export)
+
+
+_EXPORT_KEYS = frozenset({"prefixes", "allow_poisoning", "prepend", "communities", "large_communities",
+                          "max_path_length"})
+
+
+def parse_export(c: _Ctx, value: Any) -> ExportRules:
+    if value == "none":
+        return ExportRules.none()
+    if value == "all":
+        return ExportRules()
+    if isinstance(value, str):
+        raise c.err("export", f"expected 'none', 'all' or a table, got {value!r}")
+    t = c.table(value, "export", _EXPORT_KEYS)
+    prefixes = None
+    if "prefixes" in t:
+        try:
+            prefixes = tuple(parse_lines(c.typed(t["prefixes"], "export.prefixes", list)))
+        except (ValueError, TypeError) as exc:
+            raise c.err("export.prefixes", str(exc)) from None
+    try:
+        comms = tuple(parse_community(x) for x in c.typed(t.get("communities", []), "export.communities",
+                                                          list))
+        large = tuple(parse_large_community(x)
+                      for x in c.typed(t.get("large_communities", []), "export.large_communities", list))
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise c.err("export.communities", str(exc)) from None
+    prepend = c.typed(t.get("prepend", 0), "export.prepend", int)
+    if not 0 <= prepend <= 10:
+        raise c.err("export.prepend", "must be 0..10")
+    mpl = t.get("max_path_length")
+    if mpl is not None and c.typed(mpl, "export.max_path_length", int) < 1:
+        raise c.err("export.max_path_length", "must be >= 1")
+    poisoning = c.typed(t.get("allow_poisoning", True), "export.allow_poisoning", bool)
+    return ExportRules(True, prefixes, poisoning, prepend, comms, large, mpl)
 
 
 SAFETY_KEYS = frozenset({"allocated", "allocated_file", "max4", "max6", "max_path_length", "max_as_set",

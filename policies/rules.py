@@ -42,7 +42,7 @@ from ipaddress import ip_address
 from typing import Final
 
 from orchestrator.config import DEFAULT_LOCAL_PREF, PeerKind
-from orchestrator.rib.attrs import Attributes
+from orchestrator.rib.attrs import AS_SEQUENCE, Attributes
 from orchestrator.rib.prefix import Family, key_length
 from policies.model import (
     Action,
@@ -478,6 +478,85 @@ def build_import_chain(rules: ImportRules, ctx: PeerContext, *, irr: PrefixList 
     return ImportChain(Policy(f"import-{ctx.name}", Direction.IMPORT, rej, tuple(st)), rules.max_prefix)
 
 
+# ---------------------------------------------------------------------------------------------------
+# Export: our own announcements towards one peer (peerctl re-exports nothing it learned)
+
+
+class PathHasForeignAsn(Condition):
+    """The path holds an ASN other than ours and the route's origin (poisoning; prepends are ours)."""
+
+    def matches(self, route: Route, ctx: PeerContext) -> bool:
+        own = (ctx.local_as, route.attrs.origin_as)
+        return any(a not in own for _, asns in route.attrs.as_path for a in asns)
+
+
+@dataclass(frozen=True, slots=True)
+class Prepend(Action):
+    """Our AS ``count`` more times at the front of the path (the neighbor sees it first)."""
+
+    count: int
+
+    def apply(self, route: Route, ctx: PeerContext) -> Route:
+        if self.count <= 0:
+            return route
+        path = route.attrs.as_path
+        ours = (ctx.local_as,) * self.count
+        if path and path[0][0] == AS_SEQUENCE:
+            new = ((AS_SEQUENCE, ours + path[0][1]), *path[1:])
+        else:
+            new = ((AS_SEQUENCE, ours), *path)
+        return with_attrs(route, as_path=new)
+
+
+@dataclass(frozen=True, slots=True)
+class ExportRules:
+    """One peer's export filter for our announcements. ``enabled=False`` is ``export = "none"``.
+
+    Statements, in order: ``export-prefix`` (only the listed prefixes, when a list is given),
+    ``export-poisoning`` (no foreign ASN in the path, when ``allow_poisoning`` is off), the per-peer
+    changes (``prepend``, ``communities``, ``large_communities``), then ``export-as-path-length``
+    (counted after the prepends). The default accepts. The PEERING safety rules are checked again
+    on the result (``SafetyRules.check_attributes``) by ``orchestrator.announce``.
+    """
+
+    enabled: bool = True
+    prefixes: tuple[PrefixEntry, ...] | None = None
+    allow_poisoning: bool = True
+    prepend: int = 0
+    communities: tuple[int, ...] = ()
+    large_communities: tuple[tuple[int, int, int], ...] = ()
+    max_path_length: int | None = None
+
+    @classmethod
+    def none(cls) -> ExportRules:
+        return cls(enabled=False)
+
+
+EXPORT_NONE: Final = "export-none"
+
+
+def build_export_policy(rules: ExportRules, ctx: PeerContext) -> Policy:
+    """The export policy of one peer (evaluated per announcement with ``Policy.evaluate``)."""
+    rej = Verdict.REJECT
+    if not rules.enabled:
+        return Policy(EXPORT_NONE, Direction.EXPORT, rej, (Statement(EXPORT_NONE, (), (), rej),))
+    st: list[Statement] = []
+    if rules.prefixes is not None:
+        st.append(Statement("export-prefix", (NotInPrefixList(PrefixList(rules.prefixes)),), (), rej))
+    if not rules.allow_poisoning:
+        st.append(Statement("export-poisoning", (PathHasForeignAsn(),), (), rej))
+    actions: list[Action] = []
+    if rules.prepend:
+        actions.append(Prepend(rules.prepend))
+    if rules.communities or rules.large_communities:
+        actions.append(AddCommunities(rules.communities, rules.large_communities))
+    if actions:
+        st.append(Statement("export-attributes", (), tuple(actions), Verdict.NEXT))
+    if rules.max_path_length is not None:
+        st.append(Statement("export-as-path-length", (PathLongerThan(rules.max_path_length),), (), rej))
+    return Policy(f"export-{ctx.name}", Direction.EXPORT, Verdict.ACCEPT, tuple(st))
+
+
 def irr_child_prefixes(entries: Iterable[PrefixEntry]) -> list[PrefixEntry]:
     """Pathvector irr-accept-child-prefixes: let each entry match more-specifics up to /24 and /48."""
     out = []
@@ -492,8 +571,10 @@ __all__ = [
     "BOGONS6",
     "BOGON_ASNS",
     "TRANSIT_ASNS",
+    "ExportRules",
     "ImportRules",
     "bogon_list",
+    "build_export_policy",
     "build_import_chain",
     "irr_child_prefixes",
 ]

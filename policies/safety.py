@@ -121,6 +121,19 @@ class SafetyRules:
             raise PolicyError("allocated", f"{ann.prefix} is not within the allocated prefixes "
                               f"({', '.join(str(e) for e in self.allocated) or 'none configured'})")
         attrs = ann.build_attributes(self.local_asn, self.peer_community_asn)
+        self.check_attributes(attrs, ann.origin if ann.origin is not None else self.local_asn)
+        if history is not None:
+            last = history.last_change(ann.prefix)
+            if last is not None and now - last < self.min_interval:
+                wait = math.ceil(self.min_interval - (now - last))
+                raise PolicyError("rate", f"{ann.prefix} changed {now - last:.0f} s ago; at least "
+                                  f"{self.min_interval:g} s between changes: wait {wait} s")
+        return attrs
+
+    def check_attributes(self, attrs: Attributes, origin: int | None = None) -> None:
+        """The rules on what goes on the wire (path length, AS_SET, communities, the requested
+        ``origin`` when given, poisoning); also run on each peer's attributes after its export policy
+        (prepends, added communities). Raises PolicyError(rule, message)."""
         if attrs.as_path_length > self.max_path_length:
             raise PolicyError("path-length", f"AS path {attrs.as_path_flat()} has {attrs.as_path_length} "
                               f"hops after prepending/poisoning; at most {self.max_path_length}")
@@ -131,20 +144,12 @@ class SafetyRules:
         if n_comms > self.max_communities:
             raise PolicyError("communities", f"{n_comms} communities (standard + large, including peer "
                               f"selections); at most {self.max_communities}")
-        origin = ann.origin if ann.origin is not None else self.local_asn
-        if origin != self.local_asn and origin not in self.origins:
+        if origin is not None and origin != self.local_asn and origin not in self.origins:
             raise PolicyError("origin", f"origin AS{origin} is not ours (AS{self.local_asn}) nor allowed")
         own = {self.local_asn, *self.origins}
         foreign = sorted({a for _, asns in attrs.as_path for a in asns} - own)
         if foreign and not self.allow_poisoning:
             raise PolicyError("poisoning", f"path holds foreign ASNs {foreign}: poisoning is not allowed")
-        if history is not None:
-            last = history.last_change(ann.prefix)
-            if last is not None and now - last < self.min_interval:
-                wait = math.ceil(self.min_interval - (now - last))
-                raise PolicyError("rate", f"{ann.prefix} changed {now - last:.0f} s ago; at least "
-                                  f"{self.min_interval:g} s between changes: wait {wait} s")
-        return attrs
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -6,8 +6,9 @@
 /api/v1/announcements``, ``GET /api/v1/announcements/allowed`` → ``{"prefixes": [...]}``, ``GET
 /api/v1/peers/{name}/adv``, ``GET /api/v1/lab/received?peer=NAME``.
 
-A safety refusal answers 422 (429 for the rate rule, with ``retry_after``) and
-``{"error", "rule", "status"}``; nothing was sent.
+A safety or export-policy refusal answers 422 (429 for the rate rule, with ``retry_after``) and
+``{"error", "rule", "status"}``; nothing was sent. Group members (``all``, ``kind``) whose export
+policy refuses are left out and listed in the answer's ``refused`` (peer → rule).
 """
 
 from __future__ import annotations
@@ -105,7 +106,8 @@ async def post_announcement(request: web.Request) -> web.Response:
     body = await _body(request)
     try:
         ann = parse_request(body)
-        wanted = await mgr.announce(ann, _targets(mgr, body))
+        # Explicit peers must all accept (else nothing is sent); a group skips its refusing members.
+        wanted = await mgr.announce(ann, _targets(mgr, body), group=not body.get("peers"))
     except PolicyError as exc:
         return refusal(exc)
     item = next(i for i in mgr.wanted_json() if i["prefix"] == wanted.announcement.prefix)
