@@ -366,7 +366,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _load_extensions() -> None:
     """Import optional command modules; they append to EXTENSIONS."""
-    for module in ("orchestrator.cli_announce", "orchestrator.cli_experiment"):
+    for module in ("orchestrator.cli_announce", "orchestrator.cli_experiment", "orchestrator.cli_irr"):
         try:
             __import__(module)
         except ModuleNotFoundError as exc:

@@ -94,7 +94,8 @@ class Daemon:
         self._reload_lock = asyncio.Lock()
         self.runtime_dir = config.runtime.dir
         # Import policies (issue 4): peers without a policy are absent and skip the chain entirely.
-        self.imports = ImportPolicies(config.local.asn)
+        # IRR lists fetched by `peerctl irr refresh` live in runtime.dir/irr/PEER.json.
+        self.imports = ImportPolicies(config.local.asn, self.runtime_dir / "irr", self.log)
         self._tasks: set[asyncio.Task[Any]] = set()  # max-prefix restarts, dampening reuse
 
     # -- life cycle -------------------------------------------------------------------------------

@@ -38,6 +38,7 @@ from orchestrator.rib.attrs import Attributes
 from orchestrator.rib.prefix import Family
 from orchestrator.rib.table import BestChange, Rib
 from policies.dampening import Dampening, DampState
+from policies.irr import list_path, load_prefix_file
 from policies.model import ImportChain, LimitSignal, PeerContext
 from policies.prefixset import PrefixList
 from policies.rpki import VrpTable
@@ -155,12 +156,29 @@ class PeerImport:
     def count(self, family: Family) -> int:
         return len(self.filtered[0 if family is Family.IPV4 else 1])
 
+    def irr_entries(self) -> int | None:
+        """Entries of the IRR list in the chain; None when the chain has no IRR statement."""
+        for st in self.chain.policy.statements:
+            if st.name == "irr":
+                cond = st.conditions[0]
+                prefixes = getattr(cond, "prefixes", None)
+                return len(prefixes) if prefixes is not None else None
+        return None
+
 
 class ImportPolicies:
-    """Chains of the peers that have a policy; IRR lists and VRP tables loaded once per file."""
+    """Chains of the peers that have a policy; IRR lists and VRP tables loaded once per file.
 
-    def __init__(self, local_asn: int) -> None:
+    A peer's IRR list is read from ``policies.irr.list_path`` (its ``irr.file``, else
+    ``irr_dir/PEER.json`` written by ``peerctl irr refresh``). A peer with ``irr.as_set`` whose list
+    does not exist yet gets no IRR statement (logged as ``irr_list_missing``) until a refresh
+    succeeds: failing closed would drop every route of a peer on a first start without IRR access.
+    """
+
+    def __init__(self, local_asn: int, irr_dir: Path | None = None, log: Any = None) -> None:
         self.local_asn = local_asn
+        self.irr_dir = irr_dir
+        self.log = log
         self.peers: dict[str, PeerImport] = {}
         self._vrps: dict[Path, VrpTable] = {}
 
@@ -170,19 +188,41 @@ class ImportPolicies:
         Raises ConfigError when an IRR or VRP file cannot be read.
         """
         self.peers.pop(peer.name, None)
+        built = self.build(peer, config_file)
+        if built is not None:
+            self.peers[peer.name] = built
+
+    def refresh(self, peer: PeerConfig, built: PeerImport | None) -> None:
+        """Swap in a chain ``build`` made (e.g. after an IRR refresh), keeping the peer's filtered
+        routes, dampening and max-prefix state. Routes already held are not re-evaluated: the new
+        chain applies from the peer's next UPDATE."""
+        old = self.peers.get(peer.name)
+        if built is None:
+            self.peers.pop(peer.name, None)
+            return
+        if old is not None:
+            built.filtered, built.tripped, built.down = old.filtered, old.tripped, old.down
+            built.damp = old.damp if old.damp is not None else built.damp
+        self.peers[peer.name] = built
+
+    def build(self, peer: PeerConfig, config_file: str = "config.toml") -> PeerImport | None:
+        """The peer's ``PeerImport`` (None without a policy). Reads files: blocking, thread-safe
+        enough to run in a worker thread (``asyncio.to_thread``). Raises ConfigError."""
         pol = peer.policy
         if pol is None:
-            return
+            return None
         ctx = PeerContext.for_kind(peer.name, peer.kind, peer.peer_as, self.local_asn, peer.neighbor)
         irr: PrefixList | None = None
-        if pol.irr is not None and pol.irr.file is not None:
-            from policies.irr import load_prefix_file
-
+        path = list_path(peer.name, pol.irr.file, self.irr_dir) if pol.irr is not None else None
+        if pol.irr is not None and path is not None and (pol.irr.file is not None or path.exists()):
             try:
-                entries = load_prefix_file(pol.irr.file)
+                entries = load_prefix_file(path)
             except (OSError, ValueError) as exc:
                 raise ConfigError(config_file, f"{peer.name}.irr.file", str(exc)) from None
             irr = PrefixList(irr_child_prefixes(entries) if pol.irr.child_prefixes else entries)
+        elif pol.irr is not None and self.log is not None:
+            self.log.warning("irr_list_missing", peer=peer.name, path=str(path),
+                             reason="no IRR filter until `peerctl irr refresh` succeeds")
         vrps: VrpTable | None = None
         if pol.rpki is not None and pol.rpki.vrp_file is not None:
             vrps = self._vrps.get(pol.rpki.vrp_file)
@@ -200,7 +240,7 @@ class ImportPolicies:
             rules = replace(rules, rpki_invalid=pol.rpki.invalid, rpki_not_found=pol.rpki.not_found)
         chain = build_import_chain(rules, ctx, irr=irr, vrps=vrps)
         damp = Dampening(pol.dampening) if pol.dampening.enabled else None
-        self.peers[peer.name] = PeerImport(peer.name, chain, ctx, damp)
+        return PeerImport(peer.name, chain, ctx, damp)
 
     def remove(self, name: str) -> None:
         self.peers.pop(name, None)

@@ -9,7 +9,7 @@ Peer / template table keys (all optional)::
               large_communities = ["65000:1:2"], tag_kind = true }
     max_prefix = { ipv4 = 1000000, ipv6 = 300000, action = "warn|reject|teardown|restart",
                    restart_after = 300 }
-    irr = { as_set = "AS-FOO", file = "foo.txt", child_prefixes = false }
+    irr = { as_set = "AS-FOO", file = "foo.txt", child_prefixes = false }   # as_set, file or both
     rpki = { vrp_file = "vrps.json", invalid = "reject|accept", not_found = "accept|reject" }
     dampening = { enabled = true, half_life = 900, suppress = 6000, reuse = 750, max_suppress = 3600,
                   withdraw = 1000, readvertise = 1000, attribute_change = 500 }
@@ -49,8 +49,8 @@ from policies.safety import SafetyRules
 
 @dataclass(frozen=True, slots=True)
 class IrrConfig:
-    as_set: str | None = None
-    file: Path | None = None
+    as_set: str | None = None  # AS-SET or ASnnn for ``peerctl irr refresh`` (bgpq4)
+    file: Path | None = None  # the list read (and written by refresh); None: runtime.dir/irr/PEER.json
     child_prefixes: bool = False  # Pathvector irr-accept-child-prefixes
 
 
@@ -188,8 +188,8 @@ def parse_peer_policy(table: Mapping[str, Any], *, kind: PeerKind, file: str = "
     irr = rpki = None
     if "irr" in table:
         t = c.table(table["irr"], "irr", {"as_set", "file", "child_prefixes"})
-        if ("as_set" in t) == ("file" in t):
-            raise c.err("irr", "give exactly one of as_set or file")
+        if "as_set" not in t and "file" not in t:
+            raise c.err("irr", "give as_set (bgpq4 fills runtime.dir/irr/PEER.json, or file), file, or both")
         irr = IrrConfig(c.typed(t["as_set"], "irr.as_set", str) if "as_set" in t else None,
                         c.path(t["file"], "irr.file", root) if "file" in t else None,
                         c.typed(t.get("child_prefixes", False), "irr.child_prefixes", bool))

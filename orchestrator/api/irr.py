@@ -1,0 +1,51 @@
+"""``POST /api/v1/irr/reload`` ``{"peers": [..]}`` (default: every peer with an ``irr`` source):
+rebuild those peers' import chains from their IRR list files (``peerctl irr refresh`` calls it after
+writing new lists). The files are read in a worker thread; each chain is then swapped in place,
+keeping the peer's filtered routes and dampening state. Answers ``{"reloaded": {peer: entries}}``
+(``null``: no list file yet, so no IRR filter). A list that does not parse leaves that peer's chain as
+it was and answers 400 naming the file (ConfigError).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from orchestrator.api.app import DAEMON, json_response, register
+from orchestrator.errors import ApiError
+
+
+async def irr_reload(request: web.Request) -> web.Response:
+    d = request.app[DAEMON]
+    body: dict[str, Any] = {}
+    if request.can_read_body:
+        try:
+            body = orjson.loads(await request.read() or b"{}")
+        except orjson.JSONDecodeError as exc:
+            raise ApiError(400, f"body: not JSON ({exc})") from None
+    wanted = body.get("peers") or []
+    if not isinstance(wanted, list) or not all(isinstance(p, str) for p in wanted):
+        raise ApiError(400, "peers: expected a list of peer names")
+    config = d.config
+    with_irr = {p.name: p for p in config.peers if p.policy is not None and p.policy.irr is not None}
+    unknown = [n for n in wanted if n not in with_irr]
+    if unknown:
+        raise ApiError(404, f"no peer with an irr source named {', '.join(unknown)}")
+    out: dict[str, int | None] = {}
+    for name in wanted or list(with_irr):
+        peer = with_irr[name]
+        built = await asyncio.to_thread(d.imports.build, peer, str(config.path))
+        d.imports.refresh(peer, built)
+        out[name] = built.irr_entries() if built is not None else None
+        d.log.info("irr_reloaded", peer=name, entries=out[name])
+    return json_response({"reloaded": out})
+
+
+def _setup(app: web.Application) -> None:
+    app.router.add_post("/api/v1/irr/reload", irr_reload)
+
+
+register(_setup)
