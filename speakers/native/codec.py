@@ -14,8 +14,11 @@ bytes read as one big-endian int. ``decode_nlri`` reads /17-/24 (most of a real 
 decoded once per distinct raw bytes: ``decode_update`` looks the whole block up in a dict first, so
 an UPDATE whose attributes were seen before costs one ``bytes`` slice and one dict probe, and the
 ``Attributes`` object is shared (interned) by every UPDATE, and every peer, that carries it. Blocks
-with MP_REACH/MP_UNREACH (whose NLRI changes per UPDATE) are cached on the bytes of their other
-attributes plus the MP next hop.
+with MP_REACH/MP_UNREACH (whose NLRI changes per UPDATE) are parsed each time and their
+``Attributes`` interned by value. ``decode_plain_update`` is the table-load fast path the session
+tries first: an IPv4 UPDATE without MP attributes goes straight to ``(attrs, announce, withdraw)``
+without the per-family objects; it declines (None) whatever it does not handle exactly as
+``decode_update`` would.
 
 Error handling follows RFC 7606: a malformed attribute whose effect is "treat-as-withdraw" turns the
 UPDATE's announcements into withdrawals (``DecodedUpdate.treat_as_withdraw``), "attribute discard"

@@ -25,7 +25,8 @@ Theory of operation
   capabilities give the ``Negotiated`` result: families (RFC 4760), 4-byte ASN (RFC 6793), route
   refresh (RFC 2918), extended messages (RFC 8654), ADD-PATH receive (RFC 7911), graceful restart
   (RFC 4724; advertised, and the peer's restart time recorded).
-* UPDATEs are decoded by ``codec.decode_update`` straight into ``Update`` events (one per family part),
+* UPDATEs are decoded by ``codec.decode_plain_update`` (the plain IPv4 case; 4-byte ASNs, no
+  ADD-PATH) or else ``codec.decode_update`` straight into ``Update`` events (one per family part),
   ``EndOfRib`` for the RFC 4724 markers. RFC 7606: treat-as-withdraw arrives from the codec as
   withdrawals, attribute discard as a smaller attribute set; both are counted in ``errors`` and logged
   at debug level. Only a ``BgpError`` (the RFC's "session reset" cases) sends NOTIFICATION 3/x and ends
