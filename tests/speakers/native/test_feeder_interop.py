@@ -63,7 +63,7 @@ protocol static s4 {{ ipv4 {{ table t4; }}; route 198.51.100.0/24 blackhole; }}
 protocol bgp feeder {{
   local 127.0.60.2 as 65001;
   neighbor 127.0.60.1 port {port} as 65010;
-  multihop; hold time 30;
+  strict bind yes; multihop; hold time 30;  # listen on 127.0.60.2 only, never 0.0.0.0:179
   error wait time 1,5; connect retry time 2;
   ipv4 {{ table t4; import all; export where source = RTS_STATIC; next hop self; }};
   ipv6 {{ table t6; import all; export none; }};
