@@ -117,8 +117,8 @@ def cmd_reload(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(result)
     else:
-        for k in ("added", "removed", "changed", "unchanged"):
-            print(f"{k:10} {', '.join(result.get(k, [])) or '-'}")
+        for k in ("added", "removed", "changed", "policy_changed", "unchanged"):
+            print(f"{k.replace('_', ' '):14} {', '.join(result.get(k, [])) or '-'}")
     return 0
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import gc
 import signal
 import sys
@@ -249,21 +250,53 @@ class Daemon:
         async with self._reload_lock:
             new = load_config(path or self.config.path)
             diff = diff_peers(self.config, new)
+            before = {p.name: p for p in self.config.peers}
+            # A change of import/export policy alone keeps the session: the new chain is swapped in
+            # and the peer is asked to send its routes again (RFC 2918), as BIRD's `reload in` does.
+            policy_only = [p for p in diff.changed
+                           if dataclasses.replace(before[p.name], policy=p.policy) == p]  # fmt: skip
+            rebuilt = {p.name: await asyncio.to_thread(self.imports.build, p, str(new.path))
+                       for p in policy_only}  # fmt: skip
+            restart = [p for p in diff.changed if p.name not in rebuilt]
             for name in diff.removed:
                 await self._remove_peer(name)
-            for peer in diff.changed:
+            for peer in restart:
                 await self._remove_peer(peer.name)
             self.config = new
-            for peer in (*diff.added, *diff.changed):
+            for peer in (*diff.added, *restart):
                 await self._start_peer(peer)
+            for peer in policy_only:
+                self.imports.refresh(peer, rebuilt[peer.name])
+                await self.request_refresh(peer.name)
             summary = {
                 "added": [p.name for p in diff.added],
                 "removed": list(diff.removed),
-                "changed": [p.name for p in diff.changed],
+                "changed": [p.name for p in restart],
+                "policy_changed": [p.name for p in policy_only],
                 "unchanged": list(diff.unchanged),
             }
             self.log.info("config_reloaded", **summary)
             return summary
+
+    async def request_refresh(self, name: str) -> list[str]:
+        """Ask an established peer to send its routes again, per family (ROUTE-REFRESH, RFC 2918),
+        so a new import policy applies to what it already sent. Returns the families asked; a
+        speaker that cannot (no capability, not established) is logged, not raised."""
+        peer = next((p for p in self.config.peers if p.name == name), None)
+        speaker = self.speakers.get(name)
+        status = self.status.get(name)
+        if peer is None or speaker is None or status is None or status.state != "established":
+            return []
+        asked: list[str] = []
+        for family in peer.families:
+            try:
+                await speaker.send(f"neighbor {peer.neighbor} announce route-refresh {family.value}")
+            except (ValueError, OSError) as exc:
+                self.log.warning("route_refresh_failed", peer=name, afi_safi=family.value, detail=str(exc))
+                continue
+            asked.append(family.value)
+        self.log.info("route_refresh_requested", peer=name, families=asked)
+        return asked
 
     # -- events -----------------------------------------------------------------------------------
 

@@ -1,8 +1,10 @@
 """``POST /api/v1/irr/reload`` ``{"peers": [..]}`` (default: every peer with an ``irr`` source):
 rebuild those peers' import chains from their IRR list files (``peerctl irr refresh`` calls it after
 writing new lists). The files are read in a worker thread; each chain is then swapped in place,
-keeping the peer's filtered routes and dampening state. Answers ``{"reloaded": {peer: entries}}``
-(``null``: no list file yet, so no IRR filter). A list that does not parse leaves that peer's chain as
+keeping the peer's filtered routes and dampening state, and each established peer is asked for
+its routes again (ROUTE-REFRESH), so the new list applies to what it already sent. Answers
+``{"reloaded": {peer: entries}, "route_refresh": {peer: [families asked]}}`` (entries ``null``: no
+list file yet, so no IRR filter). A list that does not parse leaves that peer's chain as
 it was and answers 400 naming the file (ConfigError).
 """
 
@@ -35,13 +37,16 @@ async def irr_reload(request: web.Request) -> web.Response:
     if unknown:
         raise ApiError(404, f"no peer with an irr source named {', '.join(unknown)}")
     out: dict[str, int | None] = {}
+    refreshed: dict[str, list[str]] = {}
     for name in wanted or list(with_irr):
         peer = with_irr[name]
         built = await asyncio.to_thread(d.imports.build, peer, str(config.path))
         d.imports.refresh(peer, built)
         out[name] = built.irr_entries() if built is not None else None
         d.log.info("irr_reloaded", peer=name, entries=out[name])
-    return json_response({"reloaded": out})
+        # the new list applies to what the peer already sent once it sends it again
+        refreshed[name] = await d.request_refresh(name)
+    return json_response({"reloaded": out, "route_refresh": refreshed})
 
 
 def _setup(app: web.Application) -> None:

@@ -625,13 +625,33 @@ class BgpSession:
     def command(self, line: str) -> None:
         """An ExaBGP API command line (``announce route ...`` / ``withdraw route ...``).
 
-        Raises ValueError for a line ``commands.parse_command`` rejects.
+        Also ``[neighbor ADDR] announce route-refresh AFI SAFI``, as ExaBGP takes it: asks the peer to
+        send its routes of that family again (RFC 2918), e.g. after our import policy changed.
+        Raises ValueError for a line ``commands.parse_command`` rejects, or a refresh the session
+        cannot send (not established, family not negotiated, no route-refresh capability).
         """
+        words = line.split()
+        if words[:1] == ["neighbor"]:
+            words = words[2:]
+        if words[:2] == ["announce", "route-refresh"]:
+            self.request_refresh(Family(" ".join(words[2:4])))
+            return
         cmd = parse_command(line)
         if cmd.attrs is None:
             self.withdraw(cmd.family, (cmd.key,))
         else:
             self.announce(cmd.family, cmd.attrs, (cmd.key,))
+
+    def request_refresh(self, family: Family) -> None:
+        """Send a ROUTE-REFRESH for ``family``. Raises ValueError when the session cannot."""
+        neg = self.negotiated
+        if self.state is not State.ESTABLISHED or neg is None:
+            raise ValueError(f"route-refresh {family.value}: the session is {self.state.value}")
+        if not neg.route_refresh:
+            raise ValueError(f"route-refresh {family.value}: the peer did not advertise the capability")
+        if family not in neg.families:
+            raise ValueError(f"route-refresh {family.value}: family not negotiated")
+        self._out.append(codec.encode_route_refresh(family))
 
     def adj_rib_out(self, family: Family) -> Mapping[int, Attributes]:
         return self._rib_out[family]

@@ -94,7 +94,8 @@ async def _scenario(config: Path, port: int) -> None:
         # -- add C, remove B, keep A as it was (the same text: diff_peers sees A unchanged)
         config.write_text(_config(port, ["a", "c"]))
         summary = await daemon.reload()
-        assert summary == {"added": ["c"], "removed": ["b"], "changed": [], "unchanged": ["a"]}
+        assert summary == {"added": ["c"], "removed": ["b"], "changed": [], "policy_changed": [],
+                           "unchanged": ["a"]}
         assert "b" not in daemon.speakers and "b" not in daemon.status
         assert "b" not in daemon.rib.counts()["peers"]
         assert daemon.rib.best(*b_only) is None
@@ -131,3 +132,18 @@ async def _scenario(config: Path, port: int) -> None:
             n: (pid, 0) for n, pid in pids.items()
         }
         assert daemon.rib.counts() == counts
+
+        # -- an import-policy change alone keeps A's session: new chain, ROUTE-REFRESH, re-sent routes
+        no_24 = 'import = { bogon_prefixes = false, bogon_asns = false, next_hop = false, max4 = 23 }\n'
+        text = _config(port, ["a", "c"])
+        config.write_text(text.replace('name = "a"\n', 'name = "a"\n' + no_24, 1))
+        summary = await daemon.reload()
+        assert summary == {"added": [], "removed": [], "changed": [], "policy_changed": ["a"],
+                           "unchanged": ["c"]}
+        # BIRD sends its table again only because it was asked: every /24 is now refused
+        await wait_until(lambda: _received(daemon, "a") == (0, N6), 30, "A's /24s filtered after the refresh")
+        assert daemon.speakers["a"].pid == pids["a"] and daemon.status["a"].flaps == 0
+        assert daemon.status["a"].state == "established"
+        filtered = await api_get(daemon, f"/api/v1/routes/{_v4('a')[0]}?filtered=1")
+        paths = [(p["peer"], p["filtered"], p["rule"]) for p in filtered["paths"]]
+        assert paths == [("a", True, "prefix-length")]

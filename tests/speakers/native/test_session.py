@@ -495,3 +495,23 @@ def test_pure_modules_do_no_io(module: str) -> None:
         if isinstance(node, ast.ImportFrom) and node.module:
             names = [node.module]
         assert not {n.split(".")[0] for n in names} & {"asyncio", "aiohttp", "pyroute2"}, names
+
+
+def test_we_ask_for_a_route_refresh_with_the_exabgp_command() -> None:
+    s = established()
+    s.command("neighbor 127.0.0.9 announce route-refresh ipv6 unicast")
+    body = codec.encode_route_refresh(Family.IPV6)[codec.HEADER_LEN:]
+    assert sent(s) == [(codec.MSG_ROUTE_REFRESH, body)]
+    assert codec.decode_route_refresh(body) is Family.IPV6
+    s.command("announce route-refresh ipv4 unicast")
+    assert [t for t, _ in sent(s)] == [codec.MSG_ROUTE_REFRESH]
+    no_cap = established(route_refresh=False)
+    with pytest.raises(ValueError, match="did not advertise the capability"):
+        no_cap.command("announce route-refresh ipv4 unicast")
+    v4_only = established(families=(Family.IPV4,))
+    with pytest.raises(ValueError, match="family not negotiated"):
+        v4_only.command("announce route-refresh ipv6 unicast")
+    idle = BgpSession(CFG)
+    with pytest.raises(ValueError, match="the session is idle"):
+        idle.command("announce route-refresh ipv4 unicast")
+    assert sent(no_cap) == [] and sent(v4_only) == []
