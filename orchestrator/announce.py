@@ -362,6 +362,34 @@ class AnnouncementManager:
 
         session.on_answer = answered
 
+    async def reexport(self) -> dict[str, list[str]]:
+        """After a config reload: every wanted prefix through each target's (possibly new) export
+        policy again. A peer that now refuses gets a withdraw (and shows ``refused`` in ``adv``); a
+        peer whose attributes changed gets the new announcement; the others get nothing. Not a change
+        of the prefix for the rate rule: the experiment did not change, the peer's policy did.
+        Returns ``{"resent": [...], "withdrawn": [...]}`` as ``peer prefix`` strings."""
+        out: dict[str, list[str]] = {"resent": [], "withdrawn": []}
+        for prefix, wanted in list(self.wanted.items()):
+            for name in wanted.targets:
+                peer = self._peer(name)
+                if peer is None:
+                    continue
+                current = self.adv.get(name, {}).get(prefix)
+                try:
+                    line, attrs = self.command_for(peer, wanted)
+                except PolicyError as exc:
+                    if current is not None and current.state != "refused":
+                        await self._send_withdraw(name, prefix)
+                        out["withdrawn"].append(f"{name} {prefix}")
+                    self._refused(name, prefix, wanted.attrs, exc)
+                    continue
+                if current is None or current.command != line:
+                    await self._send_planned(name, prefix, line, attrs)
+                    out["resent"].append(f"{name} {prefix}")
+        if out["resent"] or out["withdrawn"]:
+            self.log.info("announcements_reexported", **out)
+        return out
+
     # -- session events (Daemon.event_listeners: called in the RIB task) ----------------------------
 
     def on_event(self, now: float, event: SpeakerEvent) -> None:

@@ -26,7 +26,7 @@ import gc
 import signal
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -83,6 +83,9 @@ class Daemon:
         self.status: dict[str, PeerStatus] = {}
         self.subscribers: list[ChangeSubscriber] = []
         self.event_listeners: list[EventListener] = []
+        # Awaited after every successful reload, with the new config in place (e.g. announcements
+        # re-checked against changed export policies).
+        self.reload_hooks: list[Callable[[], Awaitable[object]]] = []
         self.fib: Any = None  # orchestrator.fib.writer.FibWriter when fib.mode != off
         self.lab: Any = None  # orchestrator.lab.runner.LabRunner when lab.enabled
         self.collector: Any = None  # orchestrator.collector.service.Collector when collector.enabled
@@ -268,6 +271,8 @@ class Daemon:
             for peer in policy_only:
                 self.imports.refresh(peer, rebuilt[peer.name])
                 await self.request_refresh(peer.name)
+            for hook in self.reload_hooks:
+                await hook()
             summary = {
                 "added": [p.name for p in diff.added],
                 "removed": list(diff.removed),

@@ -177,6 +177,7 @@ def _setup(app: web.Application) -> None:
                               d.log.bind(component="announce"), established=established)  # fmt: skip
     mgr.load()
     d.event_listeners.append(mgr.on_event)
+    d.reload_hooks.append(mgr.reexport)
     app[ANNOUNCER] = mgr
     r = app.router
     r.add_get("/api/v1/announcements", list_announcements)

@@ -197,3 +197,25 @@ def test_the_wire_obeys_each_peers_export_policy(ops: list[Any], poisoning: bool
         assert len(asns) <= 5 and len((comms or "").split()) <= 5, line
         assert poisoning or set(asns) == {LOCAL}, line
         assert parse_prefix(prefix)[0] in (Family.IPV4, Family.IPV6)
+
+
+def test_reload_reexports_what_is_already_out(tmp_path: Path) -> None:
+    """A reload that changes export policies withdraws from peers that now refuse and re-sends to
+    peers whose attributes changed; peers whose policy did not change get nothing."""
+    mgr, wire, cfg = make(tmp_path=tmp_path)
+
+    async def go() -> dict[str, list[str]]:
+        await mgr.announce(BASE, ("open", "all", "clean"))
+        wire.lines.clear()
+        cfg[0] = replace(cfg[0], peers=peers({**EXPORTS, "open": "none", "all": EXPORTS["pad"]}))
+        return await mgr.reexport()
+
+    out = run(go())
+    assert out == {"resent": ["all 184.164.224.0/24"], "withdrawn": ["open 184.164.224.0/24"]}
+    assert wire.lines == [  # in the order of the announcement's targets
+        f"neighbor {ADDR['open']} withdraw route 184.164.224.0/24",
+        f"neighbor {ADDR['all']} announce route 184.164.224.0/24 next-hop 192.0.2.1 origin igp "
+        "as-path [ 64500 64500 64500 ] community [ 65000:9 ]",
+    ]
+    assert mgr.adv_json("open")[0]["state"] == "refused"
+    assert run(mgr.reexport()) == {"resent": [], "withdrawn": []}  # idempotent
