@@ -35,7 +35,7 @@ import threading
 import time
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Final, Literal, Protocol
 
 Compression = Literal["gz", "bz2", None]
 
@@ -73,9 +73,18 @@ class _Sink(Protocol):
     def close(self) -> None: ...
 
 
-def _open(path: Path, compression: Compression) -> _Sink:
+# gzip level of update files. Measured on the PCH full-table recording (11.8 MB of BGP4MP):
+# level 1 0.11 s CPU -> 3.13 MB, 3 0.15 s -> 3.02 MB, 6 (gzip's default) 0.28 s -> 2.66 MB,
+# 9 0.77 s -> 2.57 MB. Level 1 costs 40% of level 6 for 18% more bytes, which is what a collector
+# that records every UPDATE as it arrives wants (still plain gzip, as RIS's files). RIB dumps are
+# written once per rib_interval, in a worker thread, and keep gzip's default.
+UPDATES_GZIP_LEVEL: Final = 1
+RIB_GZIP_LEVEL: Final = 6
+
+
+def _open(path: Path, compression: Compression, gzip_level: int = RIB_GZIP_LEVEL) -> _Sink:
     if compression == "gz":
-        return gzip.open(path, "wb", compresslevel=6)
+        return gzip.open(path, "wb", compresslevel=gzip_level)
     if compression == "bz2":
         return bz2.open(path, "wb", compresslevel=9)
     return open(path, "wb")
@@ -175,7 +184,7 @@ class UpdateFileWriter:
                     current = start
                     final = self.directory / file_name(self.kind, start, self.compression)
                     partial = final.with_name(final.name + ".partial")
-                    fh = _open(partial, self.compression)
+                    fh = _open(partial, self.compression, UPDATES_GZIP_LEVEL)
                     self.current = final
                 fh.write(record)
                 self.records_written += count

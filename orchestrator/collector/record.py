@@ -74,7 +74,9 @@ BGP_STATES: Final[Mapping[str, int]] = {
 IDLE: Final = 1
 ESTABLISHED: Final = 6
 MAX_MESSAGE: Final = 4096  # RFC 4271 4.1
-ATTR_CACHE_MAX: Final = 262_144  # cached attribute encodings before the cache is emptied
+ATTR_CACHE_MAX: Final = 16_384  # cached attribute encodings before the cache is emptied: repeats (churn,
+# a second peer with the same sets) come close together; a table load never hits, and a large table
+# of ids costs cache misses to the decoder and the RIB running beside it
 
 _MRT_HEAD = struct.Struct(">IHHI")  # timestamp, type, subtype, length (RFC 6396 2)
 _BGP4MP_AS4 = struct.Struct(">IIHH")  # peer AS, local AS, interface index, AFI (RFC 6396 4.4.3)
@@ -122,6 +124,7 @@ _WORDS: dict[int, struct.Struct] = {}
 _NH_ATTR: dict[str, bytes] = {}
 _TAILS: dict[tuple[object, ...], bytes] = {}
 _COMPONENT_CACHE_MAX: Final = 65_536
+ATTR_NEXT_HOP_TYPE: Final = 3
 
 
 def _header(flags: int, atype: int, length: int) -> bytes:
@@ -137,7 +140,8 @@ def fast_path_attributes(attrs: Attributes, with_next_hop: bool) -> bytes:
     Attribute sets with unknown attributes or AS_PATH segments of more than 255 ASes take the codec.
     A full table has a new attribute set in almost every UPDATE, so this, not the per-set cache,
     sets the cost of recording a table load."""
-    if attrs.other:
+    other = attrs.other
+    if other and min(o[1] for o in other) <= ATTR_NEXT_HOP_TYPE:  # it would go before NEXT_HOP
         return _codec_attrs(attrs, with_next_hop)
     as_path = attrs.as_path
     if len(as_path) == 1:
@@ -163,7 +167,7 @@ def fast_path_attributes(attrs: Attributes, with_next_hop: bool) -> bytes:
             found = _NH_ATTR[attrs.next_hop] = b"\x40\x03\x04" + socket.inet_aton(attrs.next_hop)
         nh = found
     key = (attrs.med, attrs.local_pref, attrs.atomic_aggregate, attrs.aggregator, attrs.communities,
-           attrs.large_communities)
+           attrs.large_communities, other)
     tail = _TAILS.get(key)
     if tail is None:
         if len(_TAILS) >= _COMPONENT_CACHE_MAX:
@@ -173,27 +177,34 @@ def fast_path_attributes(attrs: Attributes, with_next_hop: bool) -> bytes:
 
 
 def _tail(attrs: Attributes) -> bytes:
-    """MED, LOCAL_PREF, ATOMIC_AGGREGATE, AGGREGATOR, COMMUNITIES, LARGE_COMMUNITY, in that order."""
-    parts = []
+    """MED, LOCAL_PREF, ATOMIC_AGGREGATE, AGGREGATOR, COMMUNITIES, LARGE_COMMUNITY and the unknown
+    attributes (``other``, optional transitive as the codec re-exports them), in type-code order
+    (the codec's stable sort)."""
+    parts: list[tuple[int, bytes]] = []
     if attrs.med is not None:
-        parts.append(_U32_ATTR.pack(0x80, 4, 4, attrs.med))
+        parts.append((4, _U32_ATTR.pack(0x80, 4, 4, attrs.med)))
     if attrs.local_pref is not None:
-        parts.append(_U32_ATTR.pack(0x40, 5, 4, attrs.local_pref))
+        parts.append((5, _U32_ATTR.pack(0x40, 5, 4, attrs.local_pref)))
     if attrs.atomic_aggregate:
-        parts.append(b"\x40\x06\x00")
+        parts.append((6, b"\x40\x06\x00"))
     if attrs.aggregator is not None:
-        parts.append(_AGGREGATOR.pack(0xC0, 7, 8, attrs.aggregator[0], socket.inet_aton(attrs.aggregator[1])))
+        asn, ip = attrs.aggregator
+        parts.append((7, _AGGREGATOR.pack(0xC0, 7, 8, asn, socket.inet_aton(ip))))
     comms = attrs.communities
     if comms:
         n = len(comms)
         words = _WORDS.get(n)
         if words is None:
             words = _WORDS[n] = struct.Struct(f">{n}I")
-        parts.append(_header(0xC0, 8, 4 * n) + words.pack(*comms))
+        parts.append((8, _header(0xC0, 8, 4 * n) + words.pack(*comms)))
     if attrs.large_communities:
         value = b"".join(struct.pack(">III", *lc) for lc in attrs.large_communities)
-        parts.append(_header(0xC0, 32, len(value)) + value)
-    return b"".join(parts)
+        parts.append((32, _header(0xC0, 32, len(value)) + value))
+    if attrs.other:
+        for flags, atype, raw in attrs.other:
+            parts.append((atype, _header((flags & 0xE0) | 0xC0, atype, len(raw)) + raw))
+        parts.sort(key=lambda p: p[0])
+    return b"".join([p[1] for p in parts])
 
 
 def _codec_attrs(attrs: Attributes, with_next_hop: bool) -> bytes:
@@ -367,7 +378,13 @@ class RecordEncoder:
                 announce = item.announce
                 if item.family is ipv4 and not item.withdraw and announce and attrs is not None:
                     hit = a4.get(id(attrs))
-                    raw = self._attrs4(attrs) if hit is None else hit[1]
+                    if hit is None:
+                        raw = fast_path_attributes(attrs, ":" not in attrs.next_hop)
+                        if len(a4) >= ATTR_CACHE_MAX:
+                            a4.clear()
+                        a4[id(attrs)] = (attrs, raw)
+                    else:
+                        raw = hit[1]
                     nlri = _nlri_join(announce)
                     size = len(raw) + len(nlri)
                     if size <= room:

@@ -145,15 +145,15 @@ class Collector:
         batch in ``_encode``, back to back, where it costs about half as much as interleaved with
         the decoder and the RIB (measured: benchmarks/RESULTS.md, MRT)."""
         ts = int(now)
-        events = self._events
         if ts != self._ts:
             period = ts - ts % self.config.updates_interval
             if period != self._period:
-                if events or self._parts:
+                if self._events or self._parts:
                     self._flush()  # a chunk never spans two periods
                 self._period = period
             self._ts = ts
-            events.append(ts)
+            self._events.append(ts)
+        events = self._events
         if type(event) is Update:
             events.append(event)
             if self.keep_received:

@@ -65,6 +65,29 @@ def test_rotation_under_load_loses_no_update(tmp_path: Path, real_data: Path) ->
     assert seen == _keys(sent) and sent > 2000
 
 
+def test_period_change_with_events_queued_keeps_every_timestamp(tmp_path: Path, real_data: Path) -> None:
+    """Events are queued and encoded per RIB batch: a new period arriving while events of the old one
+    are still queued flushes them to the old file, and the new period's events keep their own time."""
+    peers, _ = real_peers_and_events(real_data / "mrt" / "updates/routeviews.updates.20161101.0000.bz2", 10)
+    daemon = make_daemon(tmp_path, peers[:1], interval=1)
+    name = peers[0].name
+    t0 = 1_700_000_000.5
+
+    async def main() -> None:
+        await daemon.start_collector()
+        on_event = daemon.collector.on_event
+        for i in range(6):  # no yield in between: all queued, periods t0, t0, t0 + 1, ... t0 + 2
+            on_event(t0 + i // 2, Update(name, Family.IPV4, ATTRS, _keys(1, i), ()))
+        await daemon.stop_collector()
+
+    asyncio.run(main())
+    files = sorted((tmp_path / "mrt").glob("updates.*"))
+    got = [(int(u.timestamp), u.announce[Family.IPV4][0]) for f in files for u in MrtReader(f)
+           if isinstance(u, Bgp4mpUpdate)]
+    assert got == [(int(t0) + i // 2, k) for i, k in enumerate(_keys(6))]
+    assert len(files) == 3
+
+
 WRITER = textwrap.dedent("""
     import asyncio, sys, time
     from pathlib import Path
