@@ -1,7 +1,7 @@
 """BGP byte streams out of classic pcap captures, for tests: the TCP payload of each flow (one
 direction of one connection) in sequence order, retransmissions dropped. Ethernet (with VLAN tags),
-Cisco HDLC, Linux SLL, BSD loopback and raw IP frames; MPLS label stacks; IPv4 and IPv6. A flow is BGP when its
-payload starts with the 16-byte marker, whatever the port (some captures use 1179)."""
+Cisco HDLC, Linux SLL, BSD loopback and raw IP frames; MPLS label stacks; IPv4 and IPv6. A flow is
+BGP when its payload starts with the 16-byte marker, whatever the port (some captures use 1179)."""
 
 from __future__ import annotations
 

@@ -101,8 +101,10 @@ def test_open_messages() -> None:
     addpath = [codec.decode_open(b) for msgs in _messages("bgp-add-path.cap").values()
                for t, b in msgs if t == codec.MSG_OPEN]  # fmt: skip
     assert all(o.add_path == ((Family.IPV4, 3),) for o in addpath)
-    notes = [codec.decode_notification(b)[:2] for name in ("BGP_notification.cap", "BGP_notification_msg.cap")
-             for msgs in _messages(name).values() for t, b in msgs if t == codec.MSG_NOTIFICATION]  # fmt: skip
+    notes = [codec.decode_notification(b)[:2]
+             for name in ("BGP_notification.cap", "BGP_notification_msg.cap")
+             for msgs in _messages(name).values()
+             for t, b in msgs if t == codec.MSG_NOTIFICATION]  # fmt: skip
     assert notes == [(2, 2), (2, 2)]  # OPEN message error, bad peer AS
 
 
@@ -116,7 +118,7 @@ def test_our_session_takes_each_real_peer(name: str) -> None:
     comes up and carries exactly the prefixes the codec found in that stream."""
     flows = _messages(name)
     checked = 0
-    for flow, msgs in flows.items():
+    for msgs in flows.values():
         opens = [codec.decode_open(b) for t, b in msgs if t == codec.MSG_OPEN]
         if len(opens) != 1:
             continue
