@@ -178,6 +178,12 @@ class Condition(abc.ABC):
     @abc.abstractmethod
     def matches(self, route: Route, ctx: PeerContext) -> bool: ...
 
+    def bind(self, ctx: PeerContext) -> Callable[[Attributes], bool] | None:
+        """ATTRS scope: ``matches`` for one peer as a test on the attributes alone, with what depends
+        on ``ctx`` precomputed, or None (``matches`` is then called). The fast path runs it once per
+        attribute set, about once per UPDATE on a table load."""
+        return None
+
     def source(self, family: Family) -> Inline | None:
         """Loop source equivalent to ``compile(ctx, family, attrs)`` for *every* ``ctx`` and ``attrs``
         (it may read ``origin``), or None. When given, the fast path uses it and does not compile
@@ -243,6 +249,14 @@ class Action(abc.ABC):
     def apply_attrs(self, attrs: Attributes, ctx: PeerContext) -> Attributes:
         """``apply`` on the attributes alone (actions do not see the prefix); override when cheaper."""
         return self.apply(make_route(Family.IPV4, 0, attrs), ctx).attrs
+
+    def bind(self, ctx: PeerContext) -> Callable[[Attributes], Attributes]:
+        """``apply_attrs`` for one peer; override to precompute what depends on ``ctx`` only (the
+        import fast path calls it once per attribute set)."""
+        def apply(attrs: Attributes) -> Attributes:
+            return self.apply_attrs(attrs, ctx)
+
+        return apply
 
 
 @dataclass(frozen=True, slots=True)
@@ -366,10 +380,24 @@ _Program = tuple[_Loop | None, tuple[Attributes, ...], tuple[Any, ...], "int | N
 # (``_CALL`` where a per-set one goes), decision when the loop is None).
 _Skeleton = tuple[tuple[int, ...], _Loop | None, tuple[Any, ...], "tuple[bool, str] | None"]
 
+_Gates = tuple[tuple[int, Callable[[Attributes], bool]], ...]  # (statement index, bound test)
+
 _CALL: Final = "call"  # shape marker: a predicate without an Inline, called per prefix
 _GATES: Final = "gates"  # run markers of ImportChain._group_runs
 _FIXED: Final = "fixed"
 _ANY: Final = "any"
+
+
+def _compose(fns: Sequence[Callable[[Attributes], Attributes]]) -> Callable[[Attributes], Attributes]:
+    if len(fns) == 1:
+        return fns[0]
+
+    def apply(attrs: Attributes) -> Attributes:
+        for fn in fns:
+            attrs = fn(attrs)
+        return attrs
+
+    return apply
 
 
 def _all_of(preds: Sequence[KeyPredicate]) -> KeyPredicate:
@@ -465,6 +493,13 @@ class ImportChain:
         # chain) has a signature fixed by which gate fires: ``_simple`` lists (gate index, match)
         # in order, and the signature per fired gate (or none: -1) is precomputed.
         self._simple = self._simple_plan()
+        # Skeleton per fired gate (key ``2 * (gate index + 1) + v4``: an int hashes faster than the
+        # signature tuple), for the simple plan.
+        self._simple_sks: dict[int, _Skeleton | None] = {}
+        # Bound actions per (statement index, id(ctx)): (ctx, the statement's actions composed).
+        # Bound gates of the simple plan per (id(ctx), v4): (ctx, ((gate index, test), ...)).
+        self._gates: dict[tuple[int, bool], tuple[PeerContext, _Gates]] = {}
+        self._bound: dict[tuple[int, int], tuple[PeerContext, Callable[[Attributes], Attributes]]] = {}
         self._keypreds: dict[tuple[int, bool], bool | KeyPredicate] = {}
         self._skeletons: dict[tuple[Any, ...], _Skeleton | None] = {}
         self._loops: dict[tuple[Any, ...], _Loop] = {}
@@ -525,16 +560,32 @@ class ImportChain:
         None; ``-1`` stands for the default. A NEXT statement's actions change the route that later
         statements see (``seen``: statement index → attributes, only when that happened).
         """
-        route = make_route(family, 0, attrs)
         v4 = family is _V4
         simple = self._simple
         if simple is not None:
+            gates = self._gates.get((id(ctx), v4))
+            if gates is None or gates[0] is not ctx:
+                gates = self._bind_gates(ctx, family)
             fired = -1
-            for i, match in simple[0]:
-                if match(route, ctx):
+            for i, test in gates[1]:
+                if test(attrs):
                     fired = i
                     break
-            return self._program_for((v4, *simple[1][fired]), ctx, family, attrs, None, ())
+            sk_key = 2 * fired + 2 + v4
+            try:
+                sk = self._simple_sks[sk_key]
+            except KeyError:
+                sk = self._simple_sks[sk_key] = self._skeleton_of((v4, *simple[1][fired]), ctx, family,
+                                                                  attrs)
+            if sk is None:
+                return None
+            accepts = sk[0]
+            if len(accepts) == 1:
+                outs: tuple[Attributes, ...] = (self._output(accepts[0], attrs, ctx),)
+            else:
+                outs = tuple([self._output(i, attrs, ctx) for i in accepts])
+            return sk[1], outs, sk[2], attrs.origin_as, sk[3]
+        route = make_route(family, 0, attrs)
         sig: list[Any] = [v4]
         seen: dict[int, Attributes] | None = None
         dpreds: list[KeyPredicate] = []  # attrs-dependent predicates without source: called per prefix
@@ -620,13 +671,7 @@ class ImportChain:
     def _program_for(self, key: tuple[Any, ...], ctx: PeerContext, family: Family, attrs: Attributes,
                      seen: dict[int, Attributes] | None, dpreds: Sequence[KeyPredicate]) -> _Program | None:
         """Skeleton of signature ``key`` + this set's outputs, per-set predicates and origin AS."""
-        skeletons = self._skeletons
-        if key in skeletons:
-            sk = skeletons[key]
-        else:
-            if len(skeletons) >= 1024:
-                skeletons.clear()  # bounded: signatures are few unless per-set kinds vary wildly
-            sk = skeletons[key] = self._skeleton(ctx, family, attrs, key)
+        sk = self._skeleton_of(key, ctx, family, attrs)
         if sk is None:
             return None
         accepts, loop, preds, decision = sk
@@ -642,11 +687,41 @@ class ImportChain:
             preds = tuple(next(fill) if p is _CALL else p for p in preds)
         return loop, outs, preds, attrs.origin_as, decision
 
+    def _bind_gates(self, ctx: PeerContext, family: Family) -> tuple[PeerContext, _Gates]:
+        assert self._simple is not None
+        gates = []
+        for i, _ in self._simple[0]:
+            cond = self._plan[i][1][0]
+            test = cond.bind(ctx)
+            if test is None:
+                def test(attrs: Attributes, match: Any = cond.matches) -> bool:
+                    return bool(match(make_route(family, 0, attrs), ctx))
+            gates.append((i, test))
+        if len(self._gates) >= 256:
+            self._gates.clear()
+        bound = self._gates[id(ctx), family is _V4] = (ctx, tuple(gates))
+        return bound
+
+    def _skeleton_of(self, key: tuple[Any, ...], ctx: PeerContext, family: Family,
+                     attrs: Attributes) -> _Skeleton | None:
+        skeletons = self._skeletons
+        if key in skeletons:
+            return skeletons[key]
+        if len(skeletons) >= 1024:
+            skeletons.clear()  # bounded: signatures are few unless per-set kinds vary wildly
+        sk = skeletons[key] = self._skeleton(ctx, family, attrs, key)
+        return sk
+
     def _output(self, index: int, attrs: Attributes, ctx: PeerContext) -> Attributes:
-        if index >= 0:
-            for action in self._plan[index][0].actions:
-                attrs = action.apply_attrs(attrs, ctx)
-        return attrs
+        if index < 0:
+            return attrs
+        bound = self._bound.get((index, id(ctx)))
+        if bound is None or bound[0] is not ctx:
+            if len(self._bound) >= 256:
+                self._bound.clear()
+            bound = self._bound[index, id(ctx)] = (ctx, _compose([a.bind(ctx) for a in
+                                                                   self._plan[index][0].actions]))
+        return bound[1](attrs)
 
     def _skeleton(self, ctx: PeerContext, family: Family, attrs: Attributes,
                   sig: tuple[Any, ...]) -> _Skeleton | None:

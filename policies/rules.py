@@ -36,7 +36,7 @@ teardown) rides on the chain (``ImportChain.max_prefix``). Pure.
 from __future__ import annotations
 
 from bisect import bisect_right
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from ipaddress import ip_address
 from typing import Final
@@ -60,6 +60,7 @@ from policies.model import (
     Statement,
     Verdict,
     inline_predicate,
+    make_route,
     with_attrs,
 )
 from policies.prefixset import PrefixEntry, PrefixList, RangeIndex, parse_entry
@@ -197,6 +198,27 @@ class PathHasAsnIn(Condition):
                     return True
         return False
 
+    def bind(self, ctx: PeerContext) -> Callable[[Attributes], bool]:
+        """One C-level ``issuperset`` per segment against the ASNs already seen outside the ranges
+        (a table holds ~70k ASNs, repeated across paths); the bisect only for new ones."""
+        starts, ends = self._starts, self._ends
+        good: set[int] = set()
+
+        def test(a: Attributes) -> bool:
+            for _, asns in a.as_path:
+                if good.issuperset(asns):
+                    continue
+                for asn in asns:
+                    i = bisect_right(starts, asn) - 1
+                    if i >= 0 and asn <= ends[i]:
+                        return True
+                if len(good) > 1 << 20:
+                    good.clear()
+                good.update(asns)
+            return False
+
+        return test
+
     def __repr__(self) -> str:
         return f"PathHasAsnIn({self.ranges!r})"
 
@@ -207,6 +229,17 @@ class PathHasLocalAs(Condition):
         local = ctx.local_as
         return any(local in asns for _, asns in route.attrs.as_path)
 
+    def bind(self, ctx: PeerContext) -> Callable[[Attributes], bool]:
+        local = ctx.local_as
+
+        def test(a: Attributes) -> bool:
+            for _, asns in a.as_path:  # noqa: SIM110 (a loop: any() over a genexpr costs 2x)
+                if local in asns:
+                    return True
+            return False
+
+        return test
+
 
 @dataclass(frozen=True, slots=True)
 class PathLongerThan(Condition):
@@ -214,6 +247,17 @@ class PathLongerThan(Condition):
 
     def matches(self, route: Route, ctx: PeerContext) -> bool:
         return route.attrs.as_path_length > self.limit
+
+    def bind(self, ctx: PeerContext) -> Callable[[Attributes], bool]:
+        limit = self.limit
+
+        def test(a: Attributes) -> bool:
+            path = a.as_path
+            if len(path) == 1 and path[0][0] == AS_SEQUENCE:  # the usual path: one sequence
+                return len(path[0][1]) > limit
+            return a.as_path_length > limit
+
+        return test
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,6 +268,19 @@ class FirstAsNotPeer(Condition):
         if ctx.ibgp or ctx.is_route_server:
             return False
         return route.attrs.neighbor_as != ctx.peer_as
+
+    def bind(self, ctx: PeerContext) -> Callable[[Attributes], bool]:
+        if ctx.ibgp or ctx.is_route_server:
+            return _never
+        peer = ctx.peer_as
+
+        def test(a: Attributes) -> bool:
+            path = a.as_path
+            if path and path[0][0] == AS_SEQUENCE and path[0][1]:
+                return path[0][1][0] != peer
+            return a.neighbor_as != peer
+
+        return test
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,6 +296,21 @@ class PathHasTransitAs(Condition):
                 if a in listed and a != peer:
                     return True
         return False
+
+    def bind(self, ctx: PeerContext) -> Callable[[Attributes], bool]:
+        others = self.asns - {ctx.peer_as}
+
+        def test(a: Attributes) -> bool:
+            for _, asns in a.as_path:  # noqa: SIM110 (a loop: any() over a genexpr costs 2x)
+                if not others.isdisjoint(asns):
+                    return True
+            return False
+
+        return test
+
+
+def _never(attrs: Attributes) -> bool:
+    return False
 
 
 class NextHopNotPeer(Condition):
@@ -268,6 +340,20 @@ class NextHopNotPeer(Condition):
                 self._memo.clear()
             self._memo[memo_key] = hit
         return hit
+
+    def bind(self, ctx: PeerContext) -> Callable[[Attributes], bool]:
+        if ctx.ibgp or ctx.is_route_server or not ctx.neighbor:
+            return _never
+        neighbor = ctx.neighbor
+        match = self.matches
+
+        def test(a: Attributes) -> bool:
+            nh = a.next_hop
+            if not nh or nh == neighbor:  # the usual case: the peer's own address
+                return False
+            return match(make_route(Family.IPV4, 0, a), ctx)
+
+        return test
 
 
 # RFC 6811 2 over the VRPs of the range holding ``network`` (``classify``, as loop source): VALID when a
@@ -373,15 +459,27 @@ class ImportAttributes(Action):
         return Route(route.family, route.key, self.apply_attrs(route.attrs, ctx))
 
     def apply_attrs(self, a: Attributes, ctx: PeerContext) -> Attributes:
-        comms = a.communities
-        if self.communities:
-            comms = tuple(sorted(set(comms).union(self.communities)))
-        large = a.large_communities
+        return self.bind(ctx)(a)
+
+    def bind(self, ctx: PeerContext) -> Callable[[Attributes], Attributes]:
+        """The per-set work without what depends on the peer alone (the tag, the sorted additions)."""
+        add = self.communities
         extra = (*self.large, (ctx.local_as, KIND_TAG, _kind_code(ctx.kind))) if self.tag_kind else self.large
-        if extra:
-            large = extra if not large and len(extra) == 1 else tuple(sorted(set(large).union(extra)))
-        return Attributes.fast(a.next_hop, a.origin, a.as_path, a.med, self.local_pref, comms, large,
-                               a.atomic_aggregate, a.aggregator, a.other)
+        only = extra if len(extra) == 1 else None
+        local_pref = self.local_pref
+        fast = Attributes.fast
+
+        def apply(a: Attributes) -> Attributes:
+            comms = a.communities
+            if add:
+                comms = tuple(sorted(set(comms).union(add)))
+            large = a.large_communities
+            if extra:
+                large = only if not large and only is not None else tuple(sorted(set(large).union(extra)))
+            return fast(a.next_hop, a.origin, a.as_path, a.med, local_pref, comms, large,
+                        a.atomic_aggregate, a.aggregator, a.other)
+
+        return apply
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from orchestrator.config import PeerKind
-from orchestrator.rib.attrs import AS_SEQUENCE, Attributes
+from orchestrator.rib.attrs import AS_CONFED_SEQUENCE, AS_SEQUENCE, AS_SET, Attributes
 from orchestrator.rib.prefix import Family, key_from_parts, key_length
 from policies.model import (
     Condition,
@@ -34,13 +34,18 @@ from policies.rpki import Validity, Vrp, VrpTable
 from policies.rules import (
     AddCommunities,
     FirstAsNotPeer,
+    ImportAttributes,
     InPrefixList,
     LengthOutside,
+    NextHopNotPeer,
     NotInPrefixList,
     PathHasAsnIn,
+    PathHasLocalAs,
+    PathHasTransitAs,
     PathLongerThan,
     RpkiIs,
     SetLocalPref,
+    TagKind,
 )
 
 LOCAL = 65001
@@ -167,3 +172,38 @@ def test_bucketed_index_equals_plain_bisect(raw: list[int], queries: list[int]) 
     assert idx.bnd is not None
     for q in queries:
         assert idx.index(q) == bisect_right(starts, q) - 1
+
+
+CONTEXTS = [CTX, PeerContext.for_kind("rs", PeerKind.ROUTE_SERVER, 6695, LOCAL, "192.0.2.1"),
+            PeerContext.for_kind("ibgp", PeerKind.UPSTREAM, LOCAL, LOCAL, "2001:db8::1"),
+            PeerContext.for_kind("nn", PeerKind.IXP_PEER, 174, LOCAL, "")]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from([AS_SEQUENCE, AS_SEQUENCE, AS_SET, AS_CONFED_SEQUENCE]),
+                          st.lists(st.sampled_from([*ASNS, LOCAL]), max_size=4).map(tuple)), max_size=3),
+       st.sampled_from(["", "192.0.2.1", "192.0.2.7", "2001:db8::1", "bogus"]),
+       st.lists(st.sampled_from([1, 0x00010002, 7]), max_size=2, unique=True).map(lambda c: tuple(sorted(c))),
+       st.sampled_from([(), ((1, 2, 3),), ((9, 9, 9), (LOCAL, 1, 1))]))  # sorted, as decoded
+def test_bound_gates_and_actions_equal_matches(path: list[tuple[int, tuple[int, ...]]], nh: str,
+                                                comms: tuple[int, ...],
+                                                large: tuple[tuple[int, int, int], ...]) -> None:
+    """``Condition.bind`` / ``Action.bind`` (what the fast path runs per attribute set) agree with
+    ``matches`` / ``apply`` on multi-segment paths, every peer kind and odd next hops."""
+    attrs = Attributes(next_hop=nh, as_path=tuple(path), communities=comms, large_communities=large)
+    conds: list[Condition] = [PathHasAsnIn([(64512, 65534), (0, 0)]), PathHasLocalAs(), PathLongerThan(2),
+                              FirstAsNotPeer(), PathHasTransitAs(), NextHopNotPeer()]
+    actions = [ImportAttributes(100), ImportAttributes(50, (0x00010002,), ((1, 2, 3),)),
+               ImportAttributes(70, (), (), tag_kind=False)]
+    for ctx in CONTEXTS:
+        route = Route(Family.IPV4, 0, attrs)
+        for cond in conds:
+            test = cond.bind(ctx)
+            assert test is not None
+            assert test(attrs) is cond.matches(route, ctx), (cond, ctx.name)
+            assert test(attrs) is cond.matches(route, ctx)  # again, from any memo
+        for action in actions:  # reference: the three plain actions it stands for
+            ref = AddCommunities(action.communities, action.large).apply(
+                SetLocalPref(action.local_pref).apply(route, ctx), ctx)
+            ref = TagKind().apply(ref, ctx) if action.tag_kind else ref
+            assert action.bind(ctx)(attrs) == ref.attrs
