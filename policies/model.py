@@ -67,7 +67,7 @@ _V4: Final = Family.IPV4
 def split_key(key: int, width: int) -> tuple[int, int]:
     """Prefix key → ``(network, length)``, the network as an int ``width`` bits wide.
 
-    Inlined in ``ImportChain`` for speed; keep the two in step.
+    By table in ``generate_loop`` for speed; keep the two in step.
     """
     if key == 0:
         return 0, 0
@@ -412,19 +412,20 @@ def generate_loop(width: int, shape: Sequence[tuple[Inline | str | None, bool, i
     """Source for one program shape → the per-prefix loop function.
 
     ``shape[i]`` is (Inline, ``_CALL`` or None = always, accept?, output index); ``names[i]`` the rule.
-    The body splits each key into (network, length) once (``split_key``, inlined) and tests the steps
+    The body splits each key into (network, length) once (``split_key``, by table) and tests the steps
     in order; the first that hits appends the key to its output group or to ``rejected``.
     """
-    ns: dict[str, Any] = {}
+    # split_key by tables indexed by the key's bit length (one byte of length above the network
+    # bytes): two lookups instead of the arithmetic, and key 0 (bit length 0) needs no branch.
+    shifts = [((bl + 7) >> 3) - 1 << 3 if bl else 0 for bl in range(width + 9)]
+    ns: dict[str, Any] = {"_sh": shifts, "_low": [(1 << sh) - 1 for sh in shifts],
+                          "_up": [width - sh if bl else 0 for bl, sh in enumerate(shifts)]}
     head = ["    rej = rejected.append"]
     head += [f"    g{o} = groups[{o}].append" for o in sorted({o for _, acc, o in shape if acc})]
     body = ["    for key in keys:",
-            "        if key:",
-            "            shift = ((key.bit_length() + 7) >> 3) - 1 << 3",
-            "            length = key >> shift",
-            f"            network = (key ^ (length << shift)) << ({width} - shift)",
-            "        else:",
-            "            network = length = 0"]
+            "        bl = key.bit_length()",
+            "        length = key >> _sh[bl]",
+            "        network = (key & _low[bl]) << _up[bl]"]
     for i, (kind, acc, o) in enumerate(shape):
         ns[f"n{i}"] = names[i]
         action = f"g{o}(key)" if acc else f"rej((key, n{i}))"
