@@ -285,7 +285,7 @@ def rib_footprint(rib: Any) -> dict[str, float]:
         for hi, bucket in buckets.items():
             containers += getsizeof(hi) + getsizeof(bucket)
             los = bucket[0]
-            if len(los) > 1:  # one-byte bytes are CPython's shared singletons
+            if len(los) > 2:  # one entry's index is a shared object (``table._LO``)
                 containers += getsizeof(los)
             for dest in bucket[1:]:
                 if type(dest) is tuple:

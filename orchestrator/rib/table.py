@@ -10,15 +10,18 @@ for memory (DESIGN.md "RIB memory": ≤ 100 bytes per path on a full table):
 - A destination is the ``Path`` itself when one peer has the prefix, or a tuple of ``Path`` (best
   first, then by rank) when several do.
 - Destinations live in buckets, not in one dict per family: a dict entry plus its int key cost
-  ~70 bytes per prefix, more than half the budget. A key splits into ``hi = key >> 8`` (its length
-  byte and all but the last address byte) and ``lo = key & 0xFF``; ``buckets[hi]`` is a list
-  ``[bytes(lo, lo, ...), dest, dest, ...]`` and ``bytes.find(lo)`` (memchr over at most 256
-  bytes) finds a destination. On a real table (PCH, 578k IPv4 prefixes) this is ~36 bytes per
-  prefix against 68 for a dict, because announced prefixes cluster (eight per bucket on average).
-  The index is immutable ``bytes`` (replaced on insert/delete; at most 256 bytes to copy), not a
-  ``bytearray``: a one-byte ``bytes`` is CPython's shared singleton, so a bucket holding one prefix
-  (the common case in sparse tables: 1.8 per bucket in the lab's 200k table) costs its list alone,
-  not a list plus a 72-byte bytearray.
+  ~70 bytes per prefix, more than half the budget, and so does a bucket (dict entry, int key,
+  list: ~150 bytes) holding one prefix. A key splits into ``hi = key >> 11`` and the 11-bit
+  ``lo = key & 0x7FF`` (for a /17-/24, the last 3 bits of the second-to-last address byte and the
+  last byte: a bucket spans 2,048 keys, e.g. eight /16s' worth of /24s); ``buckets[hi]`` is a list
+  ``[index, dest, dest, ...]`` whose ``index`` holds each lo as two bytes, ``0x80 | lo >> 7`` then
+  ``lo & 0x7F``: only an entry's first byte has the high bit set, so ``bytes.find`` of a two-byte
+  entry can only match on an entry boundary and the offset halved is the position. 11 bits, not 8:
+  the lab's sparse 200k table has 1.8 prefixes per 8-bit bucket but 5.3 per 11-bit one (containers
+  102 -> ~45 bytes per path); not 12 or more: a two-byte ``find`` costs ~1 ns per index byte (a
+  one-byte one is memchr), and on a 1M table 11 bits already put ~66 prefixes in the average
+  prefix's bucket. The index is immutable ``bytes`` (replaced on insert/delete) and the two-byte
+  entries are shared objects (``_LO``), so a bucket holding one prefix costs its list alone.
 
 Interning and its cache: each peer keeps ``Attributes → Path``. Entries whose ``Path`` no table
 entry references any more are dropped by ``sweep()``, run automatically when a peer's cache has
@@ -132,7 +135,16 @@ class _Peer:
 
 
 _SWEEP_MIN = 4096
-_LO: Final = tuple(bytes((lo,)) for lo in range(256))  # CPython's one-byte singletons
+LO_BITS: Final = 11  # see "Destinations live in buckets" above
+_LO_MASK: Final = (1 << LO_BITS) - 1
+_LO: Final = tuple(bytes((0x80 | lo >> 7, lo & 0x7F)) for lo in range(1 << LO_BITS))  # index entries, shared
+
+
+def _lo_at(index: bytes, j: int) -> int:
+    """The lo of the ``j``-th destination of a bucket (1-based, as its list position)."""
+    return ((index[2 * j - 2] & 0x7F) << 7) | index[2 * j - 1]
+
+
 _U32 = 0xFFFFFFFF
 _ASPATH_MAX = 0xFFFF
 
@@ -343,10 +355,13 @@ class Rib:
                             del bucket[j]
                             if kept is None:
                                 kept = bytearray(los)
-                            del kept[j - 1]
-                            changes.append(BestChange(family, (hi << 8) | los[j - 1], dest, None, None))
+                            del kept[2 * j - 2 : 2 * j]
+                            changes.append(
+                                BestChange(family, (hi << LO_BITS) | _lo_at(los, j), dest, None, None)
+                            )
                     else:
-                        self._drop_from(dest, peer, bucket, j, changes, family, (hi << 8) | los[j - 1], fi)
+                        key = (hi << LO_BITS) | _lo_at(los, j)
+                        self._drop_from(dest, peer, bucket, j, changes, family, key, fi)
                     j -= 1
                 if len(bucket) == 1:
                     empty.append(hi)
@@ -448,7 +463,7 @@ class Rib:
                         dest[0]._peer.best[fi] -= 1
                         ordered[0]._peer.best[fi] += 1
                         changes.append(
-                            BestChange(family, (hi << 8) | los[j - 1], dest[0], ordered[0], reason)
+                            BestChange(family, (hi << LO_BITS) | _lo_at(los, j), dest[0], ordered[0], reason)
                         )
         return changes
 
@@ -545,19 +560,20 @@ class Rib:
         received = 0
         best = 0
         for key in announce:
-            hi = key >> 8
+            hi = key >> LO_BITS
             bucket = get(hi)
             if bucket is None:
-                buckets[hi] = [_LO[key & 0xFF], path]
+                buckets[hi] = [_LO[key & _LO_MASK], path]
                 received += 1
                 best += 1
                 if record:
                     append(new_change(BestChange, (family, key, None, path, only)))
                 continue
+            lo = _LO[key & _LO_MASK]
             los = bucket[0]
-            j = los.find(key & 0xFF) + 1
+            j = (los.find(lo) >> 1) + 1  # -1 (absent) -> 0
             if not j:
-                bucket[0] = los + _LO[key & 0xFF]
+                bucket[0] = los + lo
                 bucket.append(path)
                 received += 1
                 best += 1
@@ -648,12 +664,12 @@ class Rib:
     ) -> None:
         get = buckets.get
         for key in withdraw:
-            hi = key >> 8
+            hi = key >> LO_BITS
             bucket = get(hi)
             if bucket is None:
                 continue
             los: bytes = bucket[0]
-            j = los.find(key & 0xFF) + 1
+            j = (los.find(_LO[key & _LO_MASK]) >> 1) + 1
             if not j:
                 continue
             dest = bucket[j]
@@ -663,7 +679,7 @@ class Rib:
                         del buckets[hi]
                     else:
                         del bucket[j]
-                        bucket[0] = los[: j - 1] + los[j:]
+                        bucket[0] = los[: 2 * j - 2] + los[2 * j :]
                     ps.received[fi] -= 1
                     ps.best[fi] -= 1
                     changes.append(BestChange(family, key, dest, None, None))
@@ -673,10 +689,10 @@ class Rib:
     # -- queries -------------------------------------------------------------------------------
 
     def _dest(self, family: Family, key: int) -> Path | tuple[Path, ...] | None:
-        bucket = self._buckets[_FAMILY_INDEX[family]].get(key >> 8)
+        bucket = self._buckets[_FAMILY_INDEX[family]].get(key >> LO_BITS)
         if bucket is None:
             return None
-        j = bucket[0].find(key & 0xFF) + 1
+        j = (bucket[0].find(_LO[key & _LO_MASK]) >> 1) + 1
         if not j:
             return None
         dest: Path | tuple[Path, ...] = bucket[j]
@@ -711,8 +727,8 @@ class Rib:
         buckets = self._buckets[_FAMILY_INDEX[family]]
         for length in range(family.max_length, -1, -1):
             key = key_from_parts(address, length, family)
-            bucket = buckets.get(key >> 8)
-            if bucket is not None and bucket[0].find(key & 0xFF) >= 0:
+            bucket = buckets.get(key >> LO_BITS)
+            if bucket is not None and bucket[0].find(_LO[key & _LO_MASK]) >= 0:
                 return key
         return None
 
@@ -721,7 +737,7 @@ class Rib:
         for hi, bucket in self._buckets[_FAMILY_INDEX[family]].items():
             los = bucket[0]
             for j in range(1, len(bucket)):
-                yield (hi << 8) | los[j - 1], _entries(bucket[j])
+                yield (hi << LO_BITS) | _lo_at(los, j), _entries(bucket[j])
 
     def iter_best(self, family: Family, peer: str | None = None) -> Iterator[tuple[int, Path]]:
         """Every prefix with its best path; only those whose best comes from ``peer`` if given."""
@@ -732,7 +748,7 @@ class Rib:
                 dest = bucket[j]
                 best = dest if type(dest) is Path else dest[0]
                 if want is None or best._peer is want:
-                    yield (hi << 8) | los[j - 1], best
+                    yield (hi << LO_BITS) | _lo_at(los, j), best
 
     def adj_rib_in(self, peer: str, family: Family) -> Iterator[tuple[int, Path]]:
         """The paths received from ``peer`` (post-import-policy Adj-RIB-In). KeyError if unknown."""
@@ -742,7 +758,7 @@ class Rib:
             for j in range(1, len(bucket)):
                 for p in _entries(bucket[j]):
                     if p._peer is ps:
-                        yield (hi << 8) | los[j - 1], p
+                        yield (hi << LO_BITS) | _lo_at(los, j), p
                         break
 
     def counts(self) -> dict[str, Any]:
