@@ -83,6 +83,9 @@ class Daemon:
         self.status: dict[str, PeerStatus] = {}
         self.subscribers: list[ChangeSubscriber] = []
         self.event_listeners: list[EventListener] = []
+        # Set by a reader that needs the RIB unchanged across awaits (the collector's chunked RIB
+        # snapshot): the RIB task applies nothing while it is there and not set.
+        self.rib_hold: asyncio.Event | None = None
         # Awaited after every successful reload, with the new config in place (e.g. announcements
         # re-checked against changed export policies).
         self.reload_hooks: list[Callable[[], Awaitable[object]]] = []
@@ -320,6 +323,8 @@ class Daemon:
         apply = self._apply
         while True:
             item = await queue.get()
+            while (hold := self.rib_hold) is not None and not hold.is_set():
+                await hold.wait()
             # Nobody to hand best-path changes to (no FIB, no subscriber): the RIB skips building them.
             changes: list[BestChange] = [] if self.fib is not None or self.subscribers else DISCARD
             done = 0
