@@ -83,6 +83,7 @@ _by_rank = attrgetter("rank")
 
 _FAMILIES = (Family.IPV4, Family.IPV6)
 _FAMILY_INDEX = {Family.IPV4: 0, Family.IPV6: 1}
+_IPV4: Final = Family.IPV4
 
 
 @dataclass(frozen=True, slots=True)
@@ -541,7 +542,7 @@ class Rib:
         ps = self._peers[peer]
         if self.on_update is not None:
             self.on_update(peer, family, attrs, announce, withdraw)
-        fi = _FAMILY_INDEX[family]
+        fi = 0 if family is _IPV4 else _FAMILY_INDEX[family]  # Enum.__hash__ is a Python call
         buckets = self._buckets[fi]
         if withdraw:
             self._withdraw(ps, fi, family, buckets, withdraw, changes)

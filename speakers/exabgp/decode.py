@@ -89,6 +89,27 @@ _ATTRIBUTE: Final = b'"attribute": '
 _ANNOUNCE: Final = b'"announce"'
 
 _make_attributes = Attributes.fast
+_new = object.__new__
+_UPDATE_FIELDS: Final = ("peer", "family", "attrs", "announce", "withdraw")
+_SET_PEER, _SET_FAMILY, _SET_ATTRS, _SET_ANNOUNCE, _SET_WITHDRAW = (
+    vars(Update)[name].__set__ for name in _UPDATE_FIELDS
+)
+if vars(Update)["__slots__"] != _UPDATE_FIELDS:
+    raise AssertionError("_announce_event fills every slot of Update: keep it in step with the fields")
+
+
+def _announce_event(peer: str, family: Family, attrs: Attributes, announce: list[int]) -> Update:
+    """``Update(peer, family, attrs, announce, ())`` with its slots set directly (the frozen
+    dataclass ``__init__`` costs ~0.8 µs more per line; the native session does the same)."""
+    event: Update = _new(Update)
+    _SET_PEER(event, peer)
+    _SET_FAMILY(event, family)
+    _SET_ATTRS(event, attrs)
+    _SET_ANNOUNCE(event, announce)
+    _SET_WITHDRAW(event, ())
+    return event
+
+
 _inet_pton = socket.inet_pton
 _AF_INET = socket.AF_INET
 
@@ -171,6 +192,11 @@ def _prefix_key6(text: str) -> int:
 _KEY_FUNCS: Final[Mapping[Family, Callable[[str], int]]] = {
     Family.IPV4: _prefix_key,
     Family.IPV6: _prefix_key6,
+}
+
+
+_CONVERSIONS: Final[Mapping[str, tuple[Family, Callable[[str], int]]]] = {
+    f.value: (f, conv) for f, conv in _KEY_FUNCS.items()
 }
 
 
@@ -369,18 +395,18 @@ class Decoder:
                 raw = orjson.dumps(attribute)
             cache = self._attr_cache
             for fam_name, by_next_hop in announce.items():
-                family = _FAMILIES.get(fam_name)
-                if family is None:
+                family_conv = _CONVERSIONS.get(fam_name)  # (not _KEY_FUNCS[family]: Enum.__hash__ is Python)
+                if family_conv is None:
                     self.ignored += sum(len(v) for v in by_next_hop.values())
                     continue
-                conv = _KEY_FUNCS[family]
+                family, conv = family_conv
                 for next_hop, nlris in by_next_hop.items():
                     attrs = cache.get((next_hop, raw))
                     if attrs is None:
                         if len(cache) >= ATTR_CACHE_LIMIT:
                             cache.clear()
                         attrs = cache[next_hop, raw] = _attributes(attribute, next_hop)
-                    events.append(Update(peer, family, attrs, _keys(conv, nlris), ()))
+                    events.append(_announce_event(peer, family, attrs, _keys(conv, nlris)))
         return events
 
     # -- slow path: only when the fast path failed -----------------------------------------------
