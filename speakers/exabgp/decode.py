@@ -82,6 +82,8 @@ _MP_FAMILIES: Final[Mapping[str, Family]] = {"ipv4/unicast": Family.IPV4, "ipv6/
 
 _MESSAGE: Final = b'"message": '
 _MESSAGE_LEN: Final = len(_MESSAGE)
+_CLOSE: Final = b"} } }"  # message, neighbor, root
+_CLOSE_LEN: Final = len(_CLOSE) - 1  # the message's own "}" stays
 _TYPE_UPDATE: Final = b'"type": "update"'
 _COUNTER: Final = b'"counter": '
 _COUNTER_LEN: Final = len(_COUNTER)
@@ -91,22 +93,21 @@ _ANNOUNCE: Final = b'"announce"'
 _make_attributes = Attributes.fast
 _new = object.__new__
 _UPDATE_FIELDS: Final = ("peer", "family", "attrs", "announce", "withdraw")
-_SET_PEER, _SET_FAMILY, _SET_ATTRS, _SET_ANNOUNCE, _SET_WITHDRAW = (
-    vars(Update)[name].__set__ for name in _UPDATE_FIELDS
-)
+_UPDATE_SETTERS: Final = tuple(vars(Update)[name].__set__ for name in _UPDATE_FIELDS)
 if vars(Update)["__slots__"] != _UPDATE_FIELDS:
     raise AssertionError("_announce_event fills every slot of Update: keep it in step with the fields")
 
 
 def _announce_event(peer: str, family: Family, attrs: Attributes, announce: list[int]) -> Update:
-    """``Update(peer, family, attrs, announce, ())`` with its slots set directly (the frozen
-    dataclass ``__init__`` costs ~0.8 µs more per line; the native session does the same)."""
+    """``Update(peer, family, attrs, announce, ())`` with its slots set directly (0.5 µs against
+    the frozen dataclass ``__init__``'s 0.8; the native session does the same)."""
     event: Update = _new(Update)
-    _SET_PEER(event, peer)
-    _SET_FAMILY(event, family)
-    _SET_ATTRS(event, attrs)
-    _SET_ANNOUNCE(event, announce)
-    _SET_WITHDRAW(event, ())
+    set_peer, set_family, set_attrs, set_announce, set_withdraw = _UPDATE_SETTERS
+    set_peer(event, peer)
+    set_family(event, family)
+    set_attrs(event, attrs)
+    set_announce(event, announce)
+    set_withdraw(event, ())
     return event
 
 
@@ -272,15 +273,19 @@ class Decoder:
         m = line.find(_MESSAGE)
         if m < 0 or line.find(_TYPE_UPDATE, 0, m) < 0:
             return None
-        tail = line[m + _MESSAGE_LEN :].rstrip()  # message } (neighbor) } (root)
-        if tail[-1:] != b"}":
-            return None
-        tail = tail[:-1].rstrip()
-        if tail[-1:] != b"}":
-            return None
+        if line.endswith(_CLOSE):  # ExaBGP's own spacing: the message's text read in place
+            text: bytes | memoryview = memoryview(line)[m + _MESSAGE_LEN : -_CLOSE_LEN]
+        else:
+            tail = line[m + _MESSAGE_LEN :].rstrip()  # message } (neighbor) } (root)
+            if tail[-1:] != b"}":
+                return None
+            tail = tail[:-1].rstrip()
+            if tail[-1:] != b"}":
+                return None
+            text = tail[:-1]
         c = line.find(_COUNTER, 0, m)
         try:
-            message = orjson.loads(tail[:-1])
+            message = orjson.loads(text)
             counter = int(line[c + _COUNTER_LEN : line.index(b",", c)]) if c >= 0 else None
             if type(message) is not dict:
                 return None
