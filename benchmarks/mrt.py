@@ -225,29 +225,32 @@ def _ingest(path: Path, compression: str | None, directory: Path) -> dict[str, i
 
 
 def bench_record(path: Path, runs: int) -> dict[str, Any]:
-    """CPU of ingesting ``path`` without and with recording (uncompressed, gzip, bzip2)."""
+    """CPU of ingesting ``path`` without and with recording (uncompressed, gzip, bzip2). The cases
+    take turns within each round (off, none, gz, bz2, off, ...), so load from other processes on a
+    shared machine falls on all of them alike."""
     import shutil
     import tempfile
 
-    out: dict[str, Any] = {"file": path.name}
-    base = None
-    for label, compression in (("without", None), ("none", "none"), ("gz", "gz"), ("bz2", "bz2")):
-        cpu: list[float] = []
-        info: dict[str, int] = {}
-        for _ in range(runs):
+    cases = (("without", None), ("none", "none"), ("gz", "gz"), ("bz2", "bz2"))
+    cpu: dict[str, list[float]] = {label: [] for label, _ in cases}
+    info: dict[str, dict[str, int]] = {}
+    for _ in range(runs):
+        for label, compression in cases:
             directory = Path(tempfile.mkdtemp(prefix="peerctl-mrt-bench-"))
             try:
                 p0 = time.process_time()
-                info = _ingest(path, compression, directory)
-                cpu.append(time.process_time() - p0)
+                info[label] = _ingest(path, compression, directory)
+                cpu[label].append(time.process_time() - p0)
             finally:
                 shutil.rmtree(directory, ignore_errors=True)
-        med = statistics.median(cpu)
-        row: dict[str, Any] = {"cpu_seconds": round(med, 3), "runs": [round(c, 3) for c in cpu],
-                               "events": info["events"], "file_mb": round(info["file_bytes"] / 1e6, 2)}
-        if base is None:
-            base = med
-        else:
+    out: dict[str, Any] = {"file": path.name}
+    base = statistics.median(cpu["without"])
+    for label, _ in cases:
+        med = statistics.median(cpu[label])
+        row: dict[str, Any] = {"cpu_seconds": round(med, 3), "runs": [round(c, 3) for c in cpu[label]],
+                               "events": info[label]["events"],
+                               "file_mb": round(info[label]["file_bytes"] / 1e6, 2)}
+        if label != "without":
             row["share"] = round((med - base) / base, 3)
         out[label] = row
     return out

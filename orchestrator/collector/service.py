@@ -4,13 +4,13 @@ Theory of operation
 -------------------
 ``Collector.on_event`` sits on ``Daemon.event_listeners``: the RIB task calls it with each speaker
 event, whichever speaker produced it, before the RIB applies it (wall-clock time of arrival). It
-encodes the event at once with ``record.RecordEncoder`` (cached attribute bytes + concatenation) and
-appends the bytes to a pending list. The list goes to the ``files.UpdateFileWriter`` thread as one
-``write_chunk`` (one queue item, one compressor call) when the RIB task yields (a ``call_soon``
-armed by the first pending record), when it holds ``CHUNK_RECORDS`` records, or when a record
-belongs to the next ``updates_interval`` period (a chunk never spans two files). So per UPDATE the
-loop pays the encoding and a list append; file I/O and compression run in the writer thread (zlib
-and bz2 release the GIL, so on two cores they mostly overlap the loop).
+only queues the event (immutable) behind its timestamp; a ``call_soon`` armed by the first queued
+event encodes the whole batch with ``record.RecordEncoder.encode`` when the RIB task yields (run
+back to back, the encoding costs about half what it does interleaved with decoding and RIB work).
+The encoded records go to the ``files.UpdateFileWriter`` thread as one ``write_chunk`` once they
+number ``CHUNK_RECORDS``, within ``HANDOFF_S`` seconds otherwise, and at once when a record belongs
+to the next ``updates_interval`` period (a chunk never spans two files). File I/O and compression
+run in the writer thread (zlib and bz2 release the GIL for these large buffers).
 
 Nothing is lost at rotation (the writer picks the file from each chunk's period) or at shutdown:
 ``aclose`` runs after the daemon has drained its event queue and stopped the RIB task, flushes the
@@ -21,8 +21,9 @@ RouteViews' two-hourly ``rib.*``).
 
 RIB dumps (``dump``): one PEER_INDEX_TABLE entry per configured peer (config order, the router id
 its session reported), then TABLE_DUMP_V2 RIB records. The RIB's paths are listed in the loop in
-one go (``Rib.iter_paths``; ``Path`` objects are immutable, so the lists are a consistent
-snapshot), then encoded, compressed and written in a worker thread. Post-policy is the RIB itself;
+slices (``Rib.iter_paths``) with the RIB task held (``Daemon.rib_hold``), so the loop stays free
+and the slices are one consistent snapshot (``Path`` objects are immutable), then encoded,
+compressed and written in a worker thread. Post-policy is the RIB itself;
 pre-policy needs the routes as received, which the RIB does not keep for peers with an import policy
 (it keeps refused routes but not the received attributes of accepted ones), so with ``rib_policy``
 ``pre``/``both`` the collector keeps, for those peers only, a key → attributes table per family,
