@@ -26,6 +26,7 @@ import gc
 import signal
 import sys
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -50,7 +51,8 @@ from speakers.events import (
 )
 
 EVENT_QUEUE_SIZE = 512  # events (each up to a few hundred prefixes)
-BATCH_EVENTS = 64  # events applied before yielding to the loop
+BATCH_PREFIXES = 512  # prefixes (about 1-3 ms of RIB work) applied before yielding to the loop
+BATCH_EVENTS = 64  # the older per-event cadence, still replayed by benchmarks.mrt
 GC_INTERVAL = 10.0  # seconds between young-generation collections (see _gc_loop)
 
 ChangeSubscriber = Callable[[list[BestChange]], None]
@@ -184,18 +186,26 @@ class Daemon:
 
         With automatic collection a full-table load spends most of its time in the collector
         (DESIGN.md measured ~40%; here it was more), traversing millions of RIB containers that
-        can never be cyclic garbage. So automatic collection is off; every GC_INTERVAL the young
-        generations are collected (cheap: they hold only what was allocated since) and the
-        survivors are frozen, which keeps them out of later collections. RIB structures hold no
-        reference cycles, and their memory is freed by reference counting as usual.
+        can never be cyclic garbage. So automatic collection is off. While tables load, what was
+        allocated is frozen every second without a collection (freezing is O(1); collecting ten
+        seconds of a load's survivors stalled the loop, and the API, for 0.1-0.5 s). Otherwise every
+        GC_INTERVAL the young generations are collected (cheap: they hold only what was allocated
+        since) and the survivors frozen. RIB structures hold no reference cycles, and their memory
+        is freed by reference counting as usual.
         """
         gc.disable()
         gc.freeze()
+        ticks = 0
         try:
             while True:
-                await asyncio.sleep(GC_INTERVAL)
-                gc.collect(1)
-                gc.freeze()
+                await asyncio.sleep(1.0)
+                ticks += 1
+                if self.loading():
+                    gc.freeze()
+                elif ticks >= GC_INTERVAL:
+                    ticks = 0
+                    gc.collect(1)
+                    gc.freeze()
         finally:
             gc.enable()
 
@@ -319,29 +329,38 @@ class Daemon:
             await self.events.put(events)
 
     async def _rib_loop(self) -> None:
+        """Apply queued events in slices of about BATCH_PREFIXES prefixes, yielding between slices
+        so the API, the FIB writer and the speakers run. A queue item may be one speaker read's
+        list of thousands of events: what is left of it waits in ``backlog`` for the next slice."""
         queue = self.events
         apply = self._apply
+        backlog: deque[SpeakerEvent] = deque()
+        take = backlog.popleft
         while True:
-            item = await queue.get()
+            if not backlog:
+                item = await queue.get()
+                if type(item) is list:
+                    backlog.extend(item)
+                else:
+                    backlog.append(item)  # type: ignore[arg-type]
             while (hold := self.rib_hold) is not None and not hold.is_set():
                 await hold.wait()
             # Nobody to hand best-path changes to (no FIB, no subscriber): the RIB skips building them.
             changes: list[BestChange] = [] if self.fib is not None or self.subscribers else DISCARD
             done = 0
-            while True:  # about BATCH_EVENTS events, then yield to the API
-                if type(item) is list:
-                    for event in item:
-                        apply(event, changes)
-                    done += len(item)
-                else:
-                    apply(item, changes)  # type: ignore[arg-type]
-                    done += 1
-                if done >= BATCH_EVENTS:
-                    break
-                try:
-                    item = queue.get_nowait()
-                except asyncio.QueueEmpty:
-                    break
+            while done < BATCH_PREFIXES:
+                if not backlog:
+                    try:
+                        item = queue.get_nowait()
+                    except asyncio.QueueEmpty:
+                        break
+                    if type(item) is list:
+                        backlog.extend(item)
+                        continue
+                    backlog.append(item)  # type: ignore[arg-type]
+                event = take()
+                apply(event, changes)
+                done += len(event.announce) + len(event.withdraw) + 1 if type(event) is Update else 1
             if changes:
                 self._publish(changes)
             await asyncio.sleep(0)

@@ -26,6 +26,8 @@ The module is pure: no I/O, no asyncio, no pyroute2 (STYLE.md rule 1).
 from __future__ import annotations
 
 import enum
+import itertools
+from collections.abc import Iterable
 from typing import NamedTuple, NewType
 
 from orchestrator.rib.prefix import Family
@@ -98,18 +100,27 @@ class FibDiff:
         ops.extend(deletes)
         return ops
 
-    def drain_family(self, family: Family) -> tuple[list[tuple[int, NextHopRef]], list[int]]:
+    def drain_family(
+        self, family: Family, limit: int | None = None
+    ) -> tuple[list[tuple[int, NextHopRef]], list[int]]:
         """Fast path for bulk work: ``(replaces, deletes)`` of one family, deletes in descending key order.
 
         Same semantics as ``drain`` without building one ``FibOp`` per prefix (a full table is a
-        million of them).
+        million of them). With ``limit``, at most that many prefixes (the oldest pending first), so
+        one call stays short on the event loop; the rest stays pending for the next call.
         """
         pending = self._pending[family]
         if not pending:
             return [], []
-        self._pending[family] = {}
-        replaces = [(k, v) for k, v in pending.items() if v is not None]
-        deletes = [k for k, v in pending.items() if v is None]
+        if limit is None or len(pending) <= limit:
+            self._pending[family] = {}
+            items: Iterable[tuple[int, NextHopRef | None]] = pending.items()
+        else:
+            items = list(itertools.islice(pending.items(), limit))
+            for key, _ in items:
+                del pending[key]
+        replaces = [(k, v) for k, v in items if v is not None]
+        deletes = [k for k, v in items if v is None]
         deletes.sort(reverse=True)
         return replaces, deletes
 

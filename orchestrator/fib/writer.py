@@ -57,6 +57,7 @@ def upstream_nh_range(table: int) -> tuple[int, int]:
     lo = NH_ID_UPSTREAM + table * NH_PER_UPSTREAM
     return lo, lo + NH_PER_UPSTREAM
 _FAMILIES = (Family.IPV4, Family.IPV6)
+DRAIN_LIMIT = 32768  # prefixes taken from the pending changes per write round (see _write_pending)
 _AF = {Family.IPV4: socket.AF_INET, Family.IPV6: socket.AF_INET6}
 
 
@@ -90,7 +91,7 @@ class FibWriter:
     """
 
     def __init__(self, config: FibConfig, local: LocalConfig, log: Any, *, window: float = 0.02,
-                 batch: int = 4096, reconcile_interval: float = 300.0, stale_timeout: float = 600.0,
+                 batch: int = 2048, reconcile_interval: float = 300.0, stale_timeout: float = 600.0,
                  upstream_tables: Mapping[str, int] | None = None,
                  nh_range: tuple[int, int] = (NH_ID_BASE, NH_ID_UPSTREAM)) -> None:
         self.config = config
@@ -383,7 +384,9 @@ class FibWriter:
 
     async def _write_pending(self) -> None:
         for family in _FAMILIES:
-            replaces, deletes = self._diff.drain_family(family)
+            # A bounded slice per call: draining a full table's worth at once is ~0.1-0.5 s of list
+            # work with the event loop (and so the API) stalled.
+            replaces, deletes = self._diff.drain_family(family, DRAIN_LIMIT)
             self._inflight += len(replaces) + len(deletes)
             try:
                 if replaces:
@@ -463,7 +466,8 @@ class FibWriter:
             chunk = todo[start : start + step]
             async with self._io:
                 seq = chan.next_seq(len(chunk))
-                errors = chan.transact(codec.encode_nh(chunk, installed, seq))
+                # the kernel's work (most of a route's cost) in a thread: the event loop serves on
+                errors = await asyncio.to_thread(chan.transact, codec.encode_nh(chunk, installed, seq))
             wrong = self._apply_replaces(family, chunk, seq, errors)
             if wrong:
                 await self._send_deletes(family, wrong)
@@ -474,7 +478,7 @@ class FibWriter:
             async with self._io:
                 seq = chan.next_seq(len(chunk))
                 gws = [(k, nhs[n].gateway) for k, n in chunk]
-                errors = chan.transact(codec.encode_gw(gws, installed, seq))
+                errors = await asyncio.to_thread(chan.transact, codec.encode_gw(gws, installed, seq))
             wrong = self._apply_replaces(family, chunk, seq, errors)
             if wrong:
                 await self._send_deletes(family, wrong)
@@ -524,7 +528,7 @@ class FibWriter:
             chunk = todo[start : start + step]
             async with self._io:
                 seq = chan.next_seq(len(chunk))
-                errors = chan.transact(codec.encode_del(chunk, seq))
+                errors = await asyncio.to_thread(chan.transact, codec.encode_del(chunk, seq))
             for i, k in enumerate(chunk):
                 err = errors.get(seq + i)
                 if err is None or err.errno == errno_mod.ESRCH:  # ESRCH: already gone
