@@ -7,6 +7,7 @@ arguments, files).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import urllib.error
 import urllib.parse
@@ -362,6 +363,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `peerctl routes | head`: the reader left; not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return 0
 
 
 def _load_extensions() -> None:
