@@ -394,7 +394,7 @@ class ExaBGPSession:
             if down is None:  # e.g. SHUTDOWN handled above; keep the invariant anyway
                 down = PeerDown(self.peer, DownReason.CONNECTION_LOST, inp.value)
                 self._events.append(down)
-            self.log.debug("session_down", reason=down.reason.value, detail=down.detail)  # the daemon logs peer_down
+            self.log.debug("session_down", reason=down.reason.value, detail=down.detail)  # daemon: peer_down
             self._announced_connect = False
             if event is not None:
                 self._events.append(event)
