@@ -9,6 +9,10 @@ the UPDATE that carries it: withdrawn routes + path attributes + NLRI for IPv4, 
 MP_REACH_NLRI (RFC 4760) for IPv6, always with 4-byte AS numbers (RFC 6793; the ``_AS4`` subtype
 says so). It is built to cost little per UPDATE:
 
+- a set decoded by the native codec's fast path (native sessions, the MRT reader) on a 4-byte-ASN
+  session without MP attributes carries its attribute block as received (``Attributes.raw4``): an
+  IPv4 UPDATE of it is written with those bytes, nothing encoded (sets from ExaBGP, 2-byte-ASN
+  sessions, IPv6 and sets changed after decoding have none and are encoded as below);
 - the encoded path attributes are cached per attribute object (keyed by ``id``, the object kept in
   the value so the id stays valid; speakers intern attribute sets, ~7 prefixes share one on a full
   table), for IPv6 with the fixed head of MP_REACH_NLRI (AFI, SAFI, next hop) beside them;
@@ -288,6 +292,8 @@ class RecordEncoder:
     # -- attribute cache ---------------------------------------------------------------------------
 
     def _attrs4(self, attrs: Attributes) -> bytes:
+        if attrs.raw4:  # the block as received (native codec / MRT reader, 4-byte ASNs, no MP)
+            return attrs.raw4
         hit = self._a4.get(id(attrs))
         if hit is not None:
             return hit[1]
@@ -377,14 +383,16 @@ class RecordEncoder:
                 attrs = item.attrs
                 announce = item.announce
                 if item.family is ipv4 and not item.withdraw and announce and attrs is not None:
-                    hit = a4.get(id(attrs))
-                    if hit is None:
-                        raw = fast_path_attributes(attrs, ":" not in attrs.next_hop)
-                        if len(a4) >= ATTR_CACHE_MAX:
-                            a4.clear()
-                        a4[id(attrs)] = (attrs, raw)
-                    else:
-                        raw = hit[1]
+                    raw = attrs.raw4  # as received: nothing to encode
+                    if not raw:
+                        hit = a4.get(id(attrs))
+                        if hit is None:
+                            raw = fast_path_attributes(attrs, ":" not in attrs.next_hop)
+                            if len(a4) >= ATTR_CACHE_MAX:
+                                a4.clear()
+                            a4[id(attrs)] = (attrs, raw)
+                        else:
+                            raw = hit[1]
                     nlri = _nlri_join(announce)
                     size = len(raw) + len(nlri)
                     if size <= room:

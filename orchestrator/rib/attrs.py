@@ -46,6 +46,13 @@ class Attributes:
     aggregator: tuple[int, str] | None = None
     # Unknown optional-transitive attributes kept as (flags, type, value) for re-export.
     other: tuple[tuple[int, int, bytes], ...] = field(default=())
+    # The path attribute block this set was decoded from, as received, when it is valid as is in a
+    # BGP4MP_MESSAGE_AS4 record: 4-byte AS numbers, no MP_REACH/MP_UNREACH (only the native codec's
+    # fast path fills it; b"" otherwise). Not part of the value: equality, hash and repr ignore it,
+    # an interned set keeps the bytes of whichever encoding reached it first, and ``__init__`` /
+    # ``dataclasses.replace`` leave it empty (a changed set is not what was received). The route
+    # collector writes it instead of re-encoding the set.
+    raw4: bytes = field(default=b"", init=False, compare=False, hash=False, repr=False)
 
     @classmethod
     def fast(
@@ -60,6 +67,7 @@ class Attributes:
         atomic_aggregate: bool,
         aggregator: tuple[int, str] | None,
         other: tuple[tuple[int, int, bytes], ...] = (),
+        raw4: bytes = b"",
     ) -> Attributes:
         """``Attributes(...)`` with every field given positionally, about twice as fast: the slots
         are filled directly instead of through the frozen dataclass ``__init__`` (one
@@ -77,6 +85,7 @@ class Attributes:
         _set_atomic_aggregate(self, atomic_aggregate)
         _set_aggregator(self, aggregator)
         _set_other(self, other)
+        _set_raw4(self, raw4)
         return self
 
     @property
@@ -140,9 +149,10 @@ _set_large_communities = _setter("large_communities")
 _set_atomic_aggregate = _setter("atomic_aggregate")
 _set_aggregator = _setter("aggregator")
 _set_other = _setter("other")
+_set_raw4 = _setter("raw4")
 if vars(Attributes)["__slots__"] != (
     "next_hop", "origin", "as_path", "med", "local_pref", "communities", "large_communities",
-    "atomic_aggregate", "aggregator", "other",
+    "atomic_aggregate", "aggregator", "other", "raw4",
 ):  # fmt: skip
     raise AssertionError("Attributes.fast fills every slot: keep it in step with the fields")
 

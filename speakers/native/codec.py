@@ -1155,7 +1155,9 @@ def _fast_attrs(raw: bytes) -> Attributes | DecodedAttributes | None:
     if mp_reach is None and mp_unreach is None:
         if not nh:
             return None  # no next hop: the general parser decides (treat-as-withdraw with NLRI)
-        return _make_attrs(nh, _ORIGINS[origin], path, med, lp, comms, large, atomic, agg, ())
+        # A plain block on a 4-byte-ASN session is valid as is in a BGP4MP_MESSAGE_AS4 record:
+        # the route collector writes these bytes instead of re-encoding the set.
+        return _make_attrs(nh, _ORIGINS[origin], path, med, lp, comms, large, atomic, agg, (), raw)
     attrs = _make_attrs(
         mp_reach[1] if mp_reach is not None else nh, _ORIGINS[origin], path, med, lp, comms, large, atomic,
         agg, (),

@@ -315,3 +315,76 @@ def _without_nh(attrs: Attributes, keep: bool) -> Attributes:
     import dataclasses
 
     return attrs if keep else dataclasses.replace(attrs, next_hop="")
+
+
+def _update_body(raw_attrs: bytes, nlri: bytes) -> bytes:
+    return b"\x00\x00" + len(raw_attrs).to_bytes(2, "big") + raw_attrs + nlri
+
+
+def _recorded_attrs(record: bytes) -> bytes:
+    """The path attribute block of a one-UPDATE BGP4MP_MESSAGE_AS4 record of an IPv4 peer."""
+    i = 12 + 20 + 19  # MRT header, BGP4MP_AS4 header (IPv4 addresses), BGP header
+    i += 2 + int.from_bytes(record[i : i + 2], "big")  # withdrawn routes
+    return record[i + 2 : i + 2 + int.from_bytes(record[i : i + 2], "big")]
+
+
+def test_received_attribute_bytes_are_recorded_as_received() -> None:
+    """A set decoded by the native codec (both of its paths: the session's plain fast path, and
+    ``decode_update`` as the MRT reader uses it) on a 4-byte-ASN session is recorded with the
+    attribute block byte for byte as received, here one that re-encoding would change (MED before
+    NEXT_HOP, an ORIGINATOR_ID the decoder skips); a file read back and recorded again is the same
+    bytes. A 2-byte-ASN session's block (2-byte AS_PATH) and a set changed after decoding (import
+    policy) fall back to encoding."""
+    import dataclasses
+
+    from speakers.native import codec
+
+    codec.clear_attribute_cache()
+    received = (b"\x40\x01\x01\x00"  # ORIGIN IGP
+                b"\x40\x02\x0a\x02\x02\x00\x00\xfb\xf5\x00\x01\x00\x00"  # AS_PATH 64501 65536 (4-byte)
+                b"\x80\x04\x04\x00\x00\x00\x07"  # MED 7, before NEXT_HOP
+                b"\x40\x03\x04\xc0\x00\x02\x01"  # NEXT_HOP 192.0.2.1
+                b"\x80\x09\x04\x0a\x00\x00\x01")  # ORIGINATOR_ID (optional non-transitive, skipped)
+    nlri = b"\x18\x0a\x00\x01\x18\x0a\x00\x02"  # 10.0.1.0/24 10.0.2.0/24
+    plain = codec.decode_plain_update(_update_body(received, nlri))
+    assert plain is not None
+    attrs = plain[0]
+    assert attrs.raw4 == received and attrs.med == 7 and attrs.as_path == ((AS_SEQUENCE, (64501, 65536)),)
+    assert codec.encode_path_attributes(attrs, asn4=True) != received  # what encoding would write
+    codec.clear_attribute_cache()
+    (fu,) = codec.decode_update(_update_body(received, nlri), asn4=True).families
+    assert fu.attrs is not None and fu.attrs.raw4 == received
+
+    enc = RecordEncoder(64500)
+    enc.set_peer("p", "192.0.2.1", 64501, "192.0.2.2")
+    out: list[bytes] = []
+    assert enc.encode([1, Update("p", Family.IPV4, attrs, plain[1], [])], out) == 1
+    first = b"".join(out)
+    assert _recorded_attrs(first) == received
+    again: list[bytes] = []
+    enc.update(again, 1, "p", Family.IPV4, fu.attrs, fu.announce, [])  # the general path
+    assert b"".join(again) == first
+    (rec,) = [r for r in MrtReader(first) if isinstance(r, Bgp4mpUpdate)]
+    assert rec.attrs_for(Family.IPV4) == attrs and rec.announce[Family.IPV4] == plain[1]
+    replay: list[bytes] = []
+    enc.encode([1, Update("p", Family.IPV4, rec.attrs_for(Family.IPV4), rec.announce[Family.IPV4], [])],
+               replay)
+    assert b"".join(replay) == first  # the MRT reader's set carries the bytes too
+
+    changed = dataclasses.replace(attrs, local_pref=200)  # what an import policy makes
+    assert changed.raw4 == b""
+    out = []
+    enc.encode([1, Update("p", Family.IPV4, changed, plain[1], [])], out)
+    assert _recorded_attrs(b"".join(out)) == codec.encode_path_attributes(changed, asn4=True)
+
+    codec.clear_attribute_cache()
+    two_byte = (b"\x40\x01\x01\x00" b"\x40\x02\x06\x02\x02\xfb\xf5\x5b\xa0"  # AS_PATH 64501 23456
+                b"\x40\x03\x04\xc0\x00\x02\x01")
+    (fu2,) = codec.decode_update(_update_body(two_byte, nlri), asn4=False).families
+    assert fu2.attrs is not None and fu2.attrs.raw4 == b""
+    out = []
+    enc.encode([1, Update("p", Family.IPV4, fu2.attrs, fu2.announce, [])], out)
+    block = _recorded_attrs(b"".join(out))
+    assert block == codec.encode_path_attributes(fu2.attrs, asn4=True) != two_byte
+    (rec2,) = [r for r in MrtReader(b"".join(out)) if isinstance(r, Bgp4mpUpdate)]
+    assert rec2.attrs_for(Family.IPV4) == fu2.attrs
