@@ -184,13 +184,15 @@ class AnnouncementManager:
             raise PolicyError("allocated", "no [safety] allocation in the config: announcements are off")
         return rules.check(ann, now, self.history if rate else None)
 
-    async def announce(self, ann: Announcement, targets: Sequence[str], *, group: bool = False) -> Wanted:
+    async def announce(self, ann: Announcement, targets: Sequence[str], *, group: bool = False,
+                       at: float | None = None) -> Wanted:
         """Check the safety rules and each target's export policy, then send. Raises PolicyError
         (nothing sent, nothing changed). With ``group`` (targets chosen by ``--all``/``--kind``), peers
-        whose export policy refuses are left out (``Wanted.refused``) unless all of them refuse."""
+        whose export policy refuses are left out (``Wanted.refused``) unless all of them refuse.
+        ``at``: the time the change counts at for the rate rule (a scheduled step's own time)."""
         prefix = _canonical(ann.prefix)
         ann = replace(ann, prefix=prefix, muxes=tuple(targets))
-        now = self.clock()
+        now = self.clock() if at is None else at
         old = self.wanted.get(prefix)
         if old is not None and old.announcement == ann and old.targets == tuple(targets):
             return old  # nothing changes: not a change for the rate rule either
@@ -224,7 +226,8 @@ class AnnouncementManager:
         self.log.info("announced", prefix=prefix, peers=list(targets), as_path=attrs.as_path_flat())
         return wanted
 
-    async def withdraw(self, prefix: str, targets: Sequence[str] = ()) -> tuple[str, ...]:
+    async def withdraw(self, prefix: str, targets: Sequence[str] = (), *,
+                       at: float | None = None) -> tuple[str, ...]:
         """Withdraw from ``targets`` (default: every peer that has it). Raises PolicyError when the
         prefix is not announced or the rate rule refuses the change."""
         prefix = _canonical(prefix)
@@ -234,7 +237,7 @@ class AnnouncementManager:
         chosen = tuple(t for t in (targets or old.targets) if t in old.targets)
         if not chosen:
             raise PolicyError("not-announced", f"{prefix} is not announced to {', '.join(targets)}")
-        now = self.clock()
+        now = self.clock() if at is None else at
         rules = self.safety
         last = self.history.last_change(prefix)
         if rules is not None and last is not None and now - last < rules.min_interval:

@@ -53,7 +53,7 @@ from speakers.events import (
 EVENT_QUEUE_SIZE = 512  # events (each up to a few hundred prefixes)
 BATCH_PREFIXES = 512  # prefixes (about 1-3 ms of RIB work) applied before yielding to the loop
 BATCH_EVENTS = 64  # the older per-event cadence, still replayed by benchmarks.mrt
-GC_INTERVAL = 10.0  # seconds between young-generation collections (see _gc_loop)
+GC_INTERVAL = 1.0  # seconds between young-generation collections (see _gc_loop)
 
 ChangeSubscriber = Callable[[list[BestChange]], None]
 EventListener = Callable[[float, SpeakerEvent], None]  # (wall-clock time, event), before the RIB applies it
@@ -97,6 +97,7 @@ class Daemon:
         self.started_at = time.time()
         self.stopping = asyncio.Event()
         self._exiting = False  # set by stop(): the RIB is about to be dropped whole
+        self._backlog: deque[SpeakerEvent] = deque()  # taken from the queue, not yet applied
         self._rib_task: asyncio.Task[None] | None = None
         self._gc_task: asyncio.Task[None] | None = None
         self._fib_swept = False
@@ -186,32 +187,26 @@ class Daemon:
 
         With automatic collection a full-table load spends most of its time in the collector
         (DESIGN.md measured ~40%; here it was more), traversing millions of RIB containers that
-        can never be cyclic garbage. So automatic collection is off. While tables load, what was
-        allocated is frozen every second without a collection (freezing is O(1); collecting ten
-        seconds of a load's survivors stalled the loop, and the API, for 0.1-0.5 s). Otherwise every
-        GC_INTERVAL the young generations are collected (cheap: they hold only what was allocated
-        since) and the survivors frozen. RIB structures hold no reference cycles, and their memory
-        is freed by reference counting as usual.
+        can never be cyclic garbage. So automatic collection is off; every second the youngest
+        generation (what was allocated since: a second of a load's survivors costs a few ms;
+        collecting ten seconds of them at once stalled the loop, and the API, for 0.1-0.5 s) is
+        collected and the survivors are frozen, which keeps them out of later collections. Cyclic
+        garbage is almost always young; RIB structures hold no reference cycles, and their memory is
+        freed by reference counting as usual.
         """
         gc.disable()
         gc.freeze()
-        ticks = 0
         try:
             while True:
-                await asyncio.sleep(1.0)
-                ticks += 1
-                if self.loading():
-                    gc.freeze()
-                elif ticks >= GC_INTERVAL:
-                    ticks = 0
-                    gc.collect(1)
-                    gc.freeze()
+                await asyncio.sleep(GC_INTERVAL)
+                gc.collect(0)
+                gc.freeze()
         finally:
             gc.enable()
 
     async def _drain_events(self, timeout: float = 5.0) -> None:
         deadline = time.monotonic() + timeout
-        while not self.events.empty() and time.monotonic() < deadline:
+        while (not self.events.empty() or self._backlog) and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
 
     # -- peers ------------------------------------------------------------------------------------
@@ -331,10 +326,11 @@ class Daemon:
     async def _rib_loop(self) -> None:
         """Apply queued events in slices of about BATCH_PREFIXES prefixes, yielding between slices
         so the API, the FIB writer and the speakers run. A queue item may be one speaker read's
-        list of thousands of events: what is left of it waits in ``backlog`` for the next slice."""
+        list of thousands of events: what is left of it waits in ``_backlog`` for the next slice
+        (``_drain_events`` waits for it too, so stop and reload lose nothing)."""
         queue = self.events
         apply = self._apply
-        backlog: deque[SpeakerEvent] = deque()
+        backlog = self._backlog
         take = backlog.popleft
         while True:
             if not backlog:

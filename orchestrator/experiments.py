@@ -72,11 +72,13 @@ class Announcer(Protocol):
         kind: str | None = None,
         family: Family | None = None,
     ) -> tuple[str, ...]: ...
-    def check_rules(self, ann: Announcement, now: float) -> None: ...
+    def check_rules(self, ann: Announcement, now: float, explicit: Sequence[str] = ()) -> None: ...
     def last_change(self, prefix: str) -> float | None: ...
     def min_interval(self) -> float: ...
-    async def announce(self, ann: Announcement, targets: Sequence[str]) -> Any: ...
-    async def withdraw(self, prefix: str, targets: Sequence[str] = ()) -> tuple[str, ...]: ...
+    async def announce(self, ann: Announcement, targets: Sequence[str], *, group: bool = False,
+                       at: float | None = None) -> Any: ...
+    async def withdraw(self, prefix: str, targets: Sequence[str] = (), *,
+                       at: float | None = None) -> tuple[str, ...]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +90,7 @@ class Step:
     targets: tuple[str, ...]
     announcement: Announcement | None
     body: dict[str, Any]
+    group: bool = False  # targets from all/kind: members whose export policy refuses are left out
     state: str = "pending"
     ran_at: float | None = None
     outcome: str = ""
@@ -234,7 +237,7 @@ def _parse_step(
             targets = announcer.resolve(peers, bool(body.get("all")), kind, family)
         except PolicyError as exc:
             raise PolicyError(exc.rule, f"steps[{i}]: {_reason(exc)}") from None
-    return Step(i, float(at), action, prefix, targets, ann, body)
+    return Step(i, float(at), action, prefix, targets, ann, body, group=not peers)
 
 
 def _simulate(order: Sequence[Step], start: float, announcer: Announcer) -> None:
@@ -254,7 +257,7 @@ def _simulate(order: Sequence[Step], start: float, announcer: Announcer) -> None
             assert s.announcement is not None
             ann = replace(s.announcement, prefix=s.prefix, muxes=s.targets)
             try:
-                announcer.check_rules(ann, t)
+                announcer.check_rules(ann, t, () if s.group else s.targets)
             except PolicyError as exc:
                 raise PolicyError(exc.rule, f"{where}: {_reason(exc)}") from None
             if now_state is not None and now_state == (ann, s.targets):
@@ -268,7 +271,7 @@ def _simulate(order: Sequence[Step], start: float, announcer: Announcer) -> None
                 raise PolicyError(
                     "not-announced", f"{where}: {s.prefix} is not announced to {', '.join(s.targets)} then"
                 )
-            new_state = (now_state[0], left) if left else None
+            new_state = (replace(now_state[0], muxes=left), left) if left else None
         prev = last[s.prefix]
         if prev is not None and t - prev < interval:
             raise PolicyError(
@@ -299,6 +302,7 @@ class ExperimentRunner:
         self.clock = clock
         self.experiments: dict[str, Experiment] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._unrestored: list[dict[str, Any]] = []  # saved items the current config cannot run
 
     def start(self, body: Mapping[str, Any]) -> Experiment:
         """Plan and schedule. Raises ApiError(409) when an unfinished experiment has the name."""
@@ -325,9 +329,9 @@ class ExperimentRunner:
         if exp is None:
             raise ApiError(404, f"no experiment named {name!r}")
         task = self._tasks.pop(name, None)
-        if task is not None:
+        if task is not None and not task.done():
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         exp.steps = [replace(s, state="cancelled") if s.state == "pending" else s for s in exp.steps]
         problems: list[str] = []
@@ -364,9 +368,14 @@ class ExperimentRunner:
         self._save()
 
     def _spawn(self, exp: Experiment) -> None:
-        self._tasks[exp.name] = asyncio.get_running_loop().create_task(
-            self._run(exp), name=f"experiment-{exp.name}"
-        )
+        task = asyncio.get_running_loop().create_task(self._run(exp), name=f"experiment-{exp.name}")
+        self._tasks[exp.name] = task
+
+        def ended(t: asyncio.Task[None]) -> None:
+            if not t.cancelled() and t.exception() is not None:
+                self.log.error("experiment_task_failed", experiment=exp.name, detail=repr(t.exception()))
+
+        task.add_done_callback(ended)
 
     async def _run(self, exp: Experiment) -> None:
         for i, step in enumerate(exp.steps):
@@ -388,25 +397,34 @@ class ExperimentRunner:
                 )
                 self._save()
                 continue
-            exp.steps[i] = await self._execute(exp, step, now)
+            exp.steps[i] = await self._execute(exp, step, now, due)
             self._save()
         self._tasks.pop(exp.name, None)
         self.log.info("experiment_finished", experiment=exp.name,
                       refused=sum(s.state == "refused" for s in exp.steps))  # fmt: skip
 
-    async def _execute(self, exp: Experiment, step: Step, now: float) -> Step:
+    async def _execute(self, exp: Experiment, step: Step, now: float, due: float) -> Step:
+        """Run one step. The change counts at its scheduled time (``due``) for the rate rule, the
+        time plan() checked, so steps exactly ``min_interval`` apart are not refused for running a
+        few ms late. Any failure is recorded on the step; the experiment goes on."""
+        at = min(now, due)
         try:
             if step.action == "announce":
                 assert step.announcement is not None
-                await self.announcer.announce(replace(step.announcement, prefix=step.prefix), step.targets)
+                ann = replace(step.announcement, prefix=step.prefix)
+                await self.announcer.announce(ann, step.targets, group=step.group, at=at)
                 outcome = f"announced to {', '.join(step.targets)}"
             else:
-                done = await self.announcer.withdraw(step.prefix, step.targets)
+                done = await self.announcer.withdraw(step.prefix, step.targets, at=at)
                 outcome = f"withdrawn from {', '.join(done)}"
         except PolicyError as exc:
             self.log.warning("experiment_step_refused", experiment=exp.name, step=step.index,
                              prefix=step.prefix, rule=exc.rule, detail=_reason(exc))  # fmt: skip
             return replace(step, state="refused", ran_at=now, outcome=f"{exc.rule}: {_reason(exc)}")
+        except Exception as exc:  # a speaker that cannot take the command, a disk error...
+            self.log.error("experiment_step_failed", experiment=exp.name, step=step.index,
+                           prefix=step.prefix, detail=repr(exc))  # fmt: skip
+            return replace(step, state="error", ran_at=now, outcome=f"error: {exc!r}")
         self.log.info("experiment_step", experiment=exp.name, step=step.index, action=step.action,
                       prefix=step.prefix, peers=list(step.targets))  # fmt: skip
         return replace(step, state="done", ran_at=now, outcome=outcome)
@@ -418,6 +436,7 @@ class ExperimentRunner:
                 "steps": [{"at": s.at, "action": s.action, **s.body, "_state": s.state, "_ran_at": s.ran_at,
                            "_outcome": s.outcome} for s in sorted(e.steps, key=lambda s: s.index)]}
                for e in self.experiments.values()]  # fmt: skip
+        doc += [item for item in self._unrestored if item.get("name") not in self.experiments]
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(".tmp")
         with open(tmp, "wb") as fh:
@@ -443,9 +462,12 @@ class ExperimentRunner:
         for item in doc:
             try:
                 exp = self._restore(item)
-            except (ApiError, PolicyError, KeyError, TypeError, ValueError) as exc:
+            except (ApiError, PolicyError, KeyError, TypeError, ValueError, AttributeError) as exc:
+                # e.g. a step's peer was removed from the config: kept as saved (written back by every
+                # save), not run; it comes back when the config has that peer again
                 self.log.error("experiment_not_restored", experiment=str(item.get("name", "?"))[:100],
                                detail=str(exc))  # fmt: skip
+                self._unrestored.append(item)
                 continue
             self.experiments[exp.name] = exp
             if exp.state in ("scheduled", "running"):
@@ -455,7 +477,8 @@ class ExperimentRunner:
 
     def _restore(self, item: dict[str, Any]) -> Experiment:
         steps: list[Step] = []
-        for i, raw in enumerate(item["steps"]):
+        for i, saved in enumerate(item["steps"]):
+            raw = dict(saved)
             state, ran_at, outcome = raw.pop("_state"), raw.pop("_ran_at"), raw.pop("_outcome")
             s = _parse_step(i, raw, self.announcer, self.parse_request)
             steps.append(replace(s, state=state, ran_at=ran_at, outcome=outcome))
@@ -535,6 +558,14 @@ def from_peering_experiment(
         for prefix, mux in request.withdrawals:
             gone.setdefault(prefix, []).append(mux)
         for prefix, muxes in gone.items():
+            if prefix in by_prefix:
+                # A round states where the prefix is announced: the announce step's targets replace
+                # the previous ones, so withdrawing from the others is already part of it.
+                both = set(muxes) & {m for a in by_prefix[prefix] for m in a.muxes}
+                if both or "all" in muxes:
+                    raise ApiError(400, f"rounds[{r}][{prefix!r}]: announced to and withdrawn from "
+                                   f"{', '.join(sorted(both or {'all'}))} in the same round")
+                continue
             w: dict[str, Any] = {"at": at, "action": "withdraw", "prefix": prefix}
             if "all" not in muxes:
                 w["peers"] = muxes

@@ -17,7 +17,7 @@ from typing import Any
 
 from aiohttp import web
 
-from orchestrator.announce import AnnouncementManager
+from orchestrator.announce import AnnouncementManager, Wanted
 from orchestrator.api.announce import ANNOUNCER, parse_request, refusal
 from orchestrator.api.app import DAEMON, json_object, json_response, register
 from orchestrator.errors import ApiError, PolicyError
@@ -47,8 +47,14 @@ class ManagerAnnouncer:
     ) -> tuple[str, ...]:
         return self.mgr.resolve(peers, all_peers, kind, family)
 
-    def check_rules(self, ann: Announcement, now: float) -> None:
-        self.mgr._check(ann, now, rate=False)  # every rule but the rate rule, which plan() simulates
+    def check_rules(self, ann: Announcement, now: float, explicit: Sequence[str] = ()) -> None:
+        """Every rule but the rate rule (which plan() simulates), and the export policy of each
+        explicitly named target (group members that refuse are left out at run time)."""
+        attrs = self.mgr._check(ann, now, rate=False)
+        for name in explicit:
+            peer = self.mgr._peer(name)
+            if peer is not None:
+                self.mgr.command_for(peer, Wanted(ann, (), attrs, now))
 
     def last_change(self, prefix: str) -> float | None:
         return self.mgr.history.last_change(prefix)
@@ -57,11 +63,13 @@ class ManagerAnnouncer:
         rules = self.mgr.safety
         return rules.min_interval if rules is not None else 0.0
 
-    async def announce(self, ann: Announcement, targets: Sequence[str]) -> Any:
-        return await self.mgr.announce(ann, targets)
+    async def announce(self, ann: Announcement, targets: Sequence[str], *, group: bool = False,
+                       at: float | None = None) -> Any:
+        return await self.mgr.announce(ann, targets, group=group, at=at)
 
-    async def withdraw(self, prefix: str, targets: Sequence[str] = ()) -> tuple[str, ...]:
-        return await self.mgr.withdraw(prefix, targets)
+    async def withdraw(self, prefix: str, targets: Sequence[str] = (), *,
+                       at: float | None = None) -> tuple[str, ...]:
+        return await self.mgr.withdraw(prefix, targets, at=at)
 
 
 def _flag(request: web.Request, name: str) -> bool:

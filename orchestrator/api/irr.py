@@ -13,24 +13,25 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import orjson
 from aiohttp import web
 
-from orchestrator.api.app import DAEMON, json_response, register
+from orchestrator.api.app import DAEMON, json_object, json_response, register
 from orchestrator.errors import ApiError
 
 
 async def irr_reload(request: web.Request) -> web.Response:
     d = request.app[DAEMON]
     body: dict[str, Any] = {}
-    if request.can_read_body:
-        try:
-            body = orjson.loads(await request.read() or b"{}")
-        except orjson.JSONDecodeError as exc:
-            raise ApiError(400, f"body: not JSON ({exc})") from None
+    if request.can_read_body and request.content_length != 0:
+        body = await json_object(request)
     wanted = body.get("peers") or []
     if not isinstance(wanted, list) or not all(isinstance(p, str) for p in wanted):
         raise ApiError(400, "peers: expected a list of peer names")
+    async with d._reload_lock:  # a config reload must not interleave with the chain swaps
+        return await _reload_lists(d, wanted)
+
+
+async def _reload_lists(d: Any, wanted: list[str]) -> web.Response:
     config = d.config
     with_irr = {p.name: p for p in config.peers if p.policy is not None and p.policy.irr is not None}
     unknown = [n for n in wanted if n not in with_irr]

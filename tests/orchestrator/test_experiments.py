@@ -300,3 +300,78 @@ def test_peering_rounds_with_peer_ids_withdrawals_and_all() -> None:
         {"at": 900, "action": "announce", "prefix": "184.164.225.0/24", "all": True},
         {"at": 900, "action": "withdraw", "prefix": P, "peers": ["amsterdam01"]},
     ]
+
+
+# -- review findings: exact spacing, failures, partial withdraws, restore, PEERING rounds ----------
+
+
+def test_steps_exactly_min_interval_apart_all_run(tmp_path: Path) -> None:
+    """plan() allows gaps of exactly min_interval; running a few ms late must not turn that into a
+    refusal (each change counts at its scheduled time)."""
+    async def main() -> Any:
+        mgr, _ = manager(tmp_path, interval=0.25)
+        runner = ExperimentRunner(ManagerAnnouncer(mgr), tmp_path, get_logger(), parse_request)
+        steps = [step(0.25 * i, all=True, prepend=i % 2) for i in range(8)]
+        exp = runner.start({"name": "tight", "steps": steps})
+        while exp.state != "finished":
+            await asyncio.sleep(0.02)
+        return exp
+
+    assert [s.state for s in asyncio.run(main()).steps] == ["done"] * 8
+
+
+def test_a_failing_speaker_is_an_error_on_the_step_not_a_dead_experiment(tmp_path: Path) -> None:
+    async def main() -> Any:
+        mgr, wire = manager(tmp_path, interval=0.0)
+
+        async def refuse(command: str) -> None:
+            raise ValueError("speaker gone")
+
+        wire.send = refuse  # type: ignore[method-assign]
+        runner = ExperimentRunner(ManagerAnnouncer(mgr), tmp_path, get_logger(), parse_request)
+        exp = runner.start({"name": "f", "steps": [step(0, peers=["mux1"]), step(0.1, "withdraw")]})
+        while exp.state != "finished":
+            await asyncio.sleep(0.02)
+        cancelled, _ = await runner.cancel("f")
+        return exp, cancelled
+
+    exp, cancelled = asyncio.run(main())
+    assert exp.steps[0].state == "error" and "speaker gone" in exp.steps[0].outcome
+    assert cancelled is exp
+
+
+def test_partial_withdraw_then_the_same_announcement_is_not_a_change(tmp_path: Path) -> None:
+    mgr, _ = manager(tmp_path)
+    exp = plan_of(mgr, [step(0, peers=["mux1", "mux2"]), step(600, "withdraw", peers=["mux2"]),
+                        step(700, peers=["mux1"])])  # fmt: skip
+    assert len(exp.steps) == 3
+
+
+def test_an_experiment_the_config_cannot_run_is_kept_on_disk(tmp_path: Path) -> None:
+    saved = [{"name": "old", "start": time.time() + 60, "steps": [
+        {"at": 0, "action": "announce", "prefix": P, "peers": ["gone-mux"], "_state": "pending",
+         "_ran_at": None, "_outcome": ""}]}]  # fmt: skip
+    (tmp_path / STATE_FILE).write_bytes(orjson.dumps(saved))
+
+    async def main() -> None:
+        mgr, _ = manager(tmp_path)
+        runner = ExperimentRunner(ManagerAnnouncer(mgr), tmp_path, get_logger(), parse_request)
+        assert runner.load() == 0 and "old" not in runner.experiments
+        runner.start({"name": "new", "delay": 30, "steps": [step(0, all=True)]})  # saves
+        await runner.stop()
+
+    asyncio.run(main())
+    names = [e["name"] for e in orjson.loads((tmp_path / STATE_FILE).read_bytes())]
+    assert sorted(names) == ["new", "old"]
+
+
+def test_peering_round_announcing_and_withdrawing_one_prefix_is_one_step() -> None:
+    body = from_peering_experiment({"rounds": [
+        {P: {"announce": [{"muxes": ["amsterdam01", "ufmg01"]}]}},
+        {P: {"announce": [{"muxes": ["amsterdam01"]}], "withdraw": ["ufmg01"]}},
+    ]}, 600)  # fmt: skip
+    assert [(s["at"], s["action"], s["peers"]) for s in body["steps"]] == [
+        (0, "announce", ["amsterdam01", "ufmg01"]), (600, "announce", ["amsterdam01"])]
+    with pytest.raises(ApiError, match="announced to and withdrawn from ufmg01 in the same round"):
+        from_peering_experiment({"rounds": [{P: {"announce": [{"muxes": ["ufmg01"]}],
+                                                 "withdraw": ["ufmg01"]}}]}, 600)  # fmt: skip

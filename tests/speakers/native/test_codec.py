@@ -417,3 +417,24 @@ def test_fast_attribute_parser_agrees_with_the_general_one(block: bytes) -> None
     else:  # a plain block: its Attributes stand for the whole DecodedAttributes
         assert (general.attrs, general.mp_reach, general.mp_unreach, general.errors) == (fast, None, None, ())
         assert general.has_next_hop and not general.treat_as_withdraw and not general.unsupported
+
+
+def test_equal_sets_from_different_bytes_keep_their_own_raw_bytes() -> None:
+    """Two peers' blocks that differ only in what Attributes does not model (ORIGINATOR_ID) decode to
+    equal sets, but each keeps the bytes it came with: the collector records raw4 as received."""
+    import struct
+
+    from speakers.native import codec
+
+    def body(originator: bytes) -> bytes:
+        attrs = (bytes((0x40, 1, 1, 0)) + bytes((0x40, 2, 6, 2, 1)) + struct.pack(">I", 64500)
+                 + bytes((0x40, 3, 4)) + bytes((192, 0, 2, 1)) + bytes((0x80, 9, 4)) + originator)  # fmt: skip
+        return struct.pack(">H", 0) + struct.pack(">H", len(attrs)) + attrs + bytes((24, 10, 1, 2))
+
+    codec.clear_attribute_cache()
+    a = codec.decode_plain_update(body(bytes((1, 1, 1, 1))))
+    b = codec.decode_plain_update(body(bytes((2, 2, 2, 2))))
+    assert a is not None and b is not None and a[0] is not None and b[0] is not None
+    assert a[0] == b[0]
+    assert a[0].raw4.endswith(bytes((0x80, 9, 4, 1, 1, 1, 1)))
+    assert b[0].raw4.endswith(bytes((0x80, 9, 4, 2, 2, 2, 2)))
