@@ -191,8 +191,9 @@ class FibWriter:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
-        self._chan.close()
-        self._chan = None
+        async with self._io:  # a worker thread may still be inside transact (a cancelled write)
+            self._chan.close()
+            self._chan = None
 
     def _ensure_netns(self, ns: str) -> None:
         from pyroute2 import netns as p2netns
