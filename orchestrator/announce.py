@@ -373,6 +373,21 @@ class AnnouncementManager:
         Returns ``{"resent": [...], "withdrawn": [...]}`` as ``peer prefix`` strings."""
         out: dict[str, list[str]] = {"resent": [], "withdrawn": []}
         for prefix, wanted in list(self.wanted.items()):
+            # group members an export policy left out: those whose policy now accepts join
+            back = []
+            for name, _rule in wanted.refused:
+                peer = self._peer(name)
+                if peer is None:
+                    continue
+                with contextlib.suppress(PolicyError):
+                    self.command_for(peer, wanted)
+                    back.append(name)
+            if back:
+                targets = wanted.targets + tuple(back)
+                wanted = replace(wanted, targets=targets, refused=tuple(r for r in wanted.refused
+                                                                          if r[0] not in back),
+                                 announcement=replace(wanted.announcement, muxes=targets))  # fmt: skip
+                self.wanted[prefix] = wanted
             for name in wanted.targets:
                 peer = self._peer(name)
                 if peer is None:
@@ -391,6 +406,7 @@ class AnnouncementManager:
                     out["resent"].append(f"{name} {prefix}")
         if out["resent"] or out["withdrawn"]:
             self.log.info("announcements_reexported", **out)
+            self._save()
         return out
 
     # -- session events (Daemon.event_listeners: called in the RIB task) ----------------------------
@@ -451,7 +467,8 @@ class AnnouncementManager:
         doc = {
             "version": 1,
             "announcements": [
-                {**asdict(w.announcement), "targets": list(w.targets), "changed_at": w.changed_at}
+                {**asdict(w.announcement), "targets": list(w.targets), "changed_at": w.changed_at,
+                 "refused": [list(r) for r in w.refused]}
                 for w in self.wanted.values()
             ],
             "history": self._history_raw,
@@ -482,6 +499,7 @@ class AnnouncementManager:
             try:
                 targets = tuple(n for n in item.pop("targets") if n in names)
                 changed_at = float(item.pop("changed_at", 0.0))
+                refused = tuple((str(n), str(r)) for n, r in item.pop("refused", []) if n in names)
                 ann = Announcement(**{**item, **{k: tuple(tuple(x) if isinstance(x, list) else x
                                                           for x in item[k])
                                                  for k in ("muxes", "peers", "poison", "as_set",
@@ -492,7 +510,7 @@ class AnnouncementManager:
                 self.log.error("announcement_dropped", item=str(item)[:200], reason=str(exc))
                 continue
             if targets:
-                self.wanted[ann.prefix] = Wanted(ann, targets, attrs, changed_at)
+                self.wanted[ann.prefix] = Wanted(ann, targets, attrs, changed_at, refused)
                 for name in targets:
                     peer = self._peer(name)
                     if peer is None:

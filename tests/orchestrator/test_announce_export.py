@@ -219,3 +219,23 @@ def test_reload_reexports_what_is_already_out(tmp_path: Path) -> None:
     ]
     assert mgr.adv_json("open")[0]["state"] == "refused"
     assert run(mgr.reexport()) == {"resent": [], "withdrawn": []}  # idempotent
+
+
+def test_reload_takes_back_group_members_whose_policy_now_accepts(tmp_path: Path) -> None:
+    mgr, wire, cfg = make(tmp_path=tmp_path)
+
+    async def go() -> dict[str, list[str]]:
+        wanted = await mgr.announce(BASE, ("open", "none"), group=True)
+        assert wanted.targets == ("open",) and wanted.refused == (("none", "export-none"),)
+        again, _, _ = make(tmp_path=tmp_path)  # the refusal is persisted with the announcement
+        assert again.load() == 1 and again.wanted[BASE.prefix].refused == (("none", "export-none"),)
+        wire.lines.clear()
+        cfg[0] = replace(cfg[0], peers=peers({**EXPORTS, "none": "all"}))
+        return await mgr.reexport()
+
+    out = run(go())
+    assert out == {"resent": ["none 184.164.224.0/24"], "withdrawn": []}
+    assert wire.lines == [f"neighbor {ADDR['none']} announce route 184.164.224.0/24 next-hop 192.0.2.1 "
+                          "origin igp as-path [ 64500 ]"]  # fmt: skip
+    w = mgr.wanted[BASE.prefix]
+    assert w.targets == ("open", "none") and w.refused == ()
