@@ -119,7 +119,53 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_apply(args: argparse.Namespace) -> int:
+    """A PEERING client announcement JSON (``{prefix: {"announce": [...], "withdraw": [mux, ...]}}``,
+    the client's configs/announcement_schema.json) applied now, one request per prefix, each
+    checked by the daemon's safety rules: what is refused is said and the rest still applies."""
+    try:
+        doc = orjson.loads(Path(args.file).read_bytes())
+    except OSError as exc:
+        raise CliError(f"{args.file}: cannot read: {exc.strerror or exc}", 2) from None
+    except orjson.JSONDecodeError as exc:
+        raise CliError(f"{args.file}: not JSON: {exc}", 2) from None
+    bindings = dict(item.partition("=")[::2] for item in args.bind or [])
+    try:
+        body = from_peering_experiment({"rounds": [doc]}, 0, bindings, Path(args.file).stem)
+    except ApiError as exc:
+        raise CliError(f"{args.file}: {str(exc).replace('rounds[0]', '$')}", 2) from None
+    failed = 0
+    results = []
+    for step in body["steps"]:
+        request = {k: v for k, v in step.items() if k not in ("at", "action")}
+        method = "POST" if step["action"] == "announce" else "DELETE"
+        try:
+            data = api_call(args, method, "/api/v1/announcements", request)
+            results.append({"prefix": step["prefix"], "action": step["action"], "ok": True, "result": data})
+            if not args.json:
+                where = data.get("peers") or data.get("withdrawn_from") or []
+                print(f"{step['action']:8} {step['prefix']}: {', '.join(where)}")
+        except CliError as exc:
+            if str(exc).startswith("cannot reach the daemon"):
+                raise
+            failed += 1
+            results.append({"prefix": step["prefix"], "action": step["action"], "ok": False,
+                            "error": str(exc)})
+            if not args.json:
+                print(f"{step['action']:8} {step['prefix']}: refused: {exc}")
+    if args.json:
+        _print_json(results)
+    return 1 if failed else 0
+
+
 def _add(sub: Any) -> None:
+    p = sub.add_parser("apply", help="apply a PEERING client announcement JSON (announce/withdraw per mux)")
+    p.set_defaults(handler=cmd_apply)
+    p.add_argument("file")
+    p.add_argument("--bind", action="append", metavar="NAME=PREFIX",
+                   help="a placeholder prefix → one of ours")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
     p = sub.add_parser("experiment", help="scheduled announce/withdraw experiments (start FILE, list, show, "
                        "cancel, forget)")  # fmt: skip
     p.set_defaults(handler=cmd_experiment)

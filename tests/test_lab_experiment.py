@@ -97,3 +97,24 @@ def test_experiment_steps_reach_the_wire_in_order(lab: ExperimentLab, tmp_path: 
     assert shown["steps"][2]["outcome"] == "withdrawn from lab-a"
     assert "prepend-sweep  finished" in lab.cli("experiment", "list").stdout
     assert lab.stop() == 0
+
+
+def test_peering_announcement_json_applies_in_the_lab(lab: ExperimentLab, tmp_path: Path) -> None:
+    """`peerctl apply FILE`: the PEERING client's announcement format, muxes named as our peers."""
+    lab.start()
+    lab.wait_loaded()
+    doc = tmp_path / "announce.json"
+    doc.write_text(json.dumps({
+        "198.51.100.0/24": {"announce": [{"muxes": ["lab-a"], "peers": [7]}], "description": "test"},
+        "203.0.113.0/24": {"announce": [{"muxes": ["nowhere01"]}]},
+    }))  # fmt: skip
+    res = lab.cli("apply", str(doc), check=False)
+    assert res.returncode == 1  # one prefix refused, the other applied
+    assert "announce 198.51.100.0/24: lab-a" in res.stdout
+    assert "203.0.113.0/24: refused: targets: no peer named 'nowhere01'" in res.stdout
+    deadline = time.monotonic() + 20
+    while received(lab) is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    assert received(lab) == ((64500,), ("47065:7",))  # PEERING peer id 7 → community 47065:7
+    assert lab.stop() == 0
