@@ -113,6 +113,7 @@ def cmd_experiment(args: argparse.Namespace) -> int:
         return 0
     if action == "start" and args.dry_run:
         print("dry run: every step passes the safety and rate rules; nothing scheduled")
+        data = {**data, "state": "not scheduled (dry run)"}
     _print_experiment(data)
     for problem in data.get("problems", []):
         print(f"not withdrawn: {problem}")
