@@ -1074,7 +1074,7 @@ class _AttrEncoder:
         if family is Family.IPV6:
             # RFC 6396 4.3.4: the RIB entry's MP_REACH_NLRI holds the next hop only.
             nh = _addr_bytes(attrs.next_hop) if attrs.next_hop else b""
-            raw = codec.encode_path_attributes(dataclasses.replace(attrs, next_hop=""), asn4=True)
+            raw = codec.encode_path_attributes(attrs, with_next_hop=False)
             raw += _tlv(0x80, 14, bytes((len(nh),)) + nh)
         else:
             raw = codec.encode_path_attributes(attrs, asn4=True)
@@ -1173,7 +1173,7 @@ def build_update_message(family: Family, announce: Sequence[int], withdraw: Sequ
         if announce and attrs is not None:
             nh = _addr_bytes(attrs.next_hop) if attrs.next_hop else bytes(16)
             mp = struct.pack(">HBB", 2, 1, len(nh)) + nh + b"\x00" + b"".join(nlri_bytes(k) for k in announce)
-            raw_attrs = codec.encode_path_attributes(dataclasses.replace(attrs, next_hop=""), asn4=True)
+            raw_attrs = codec.encode_path_attributes(attrs, with_next_hop=False)
             raw_attrs += _tlv(0x80, 14, mp)
         if withdraw:
             raw_attrs += _tlv(0x80, 15, struct.pack(">HB", 2, 1) + b"".join(nlri_bytes(k) for k in withdraw))

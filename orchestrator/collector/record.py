@@ -41,7 +41,6 @@ a peer that was never ``set_peer``.
 
 from __future__ import annotations
 
-import dataclasses
 import socket
 import struct
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -61,7 +60,6 @@ __all__ = [
     "RecordEncoder",
     "RibRow",
     "StateTracker",
-    "fast_path_attributes",
     "merge_pre_policy",
     "rib_entries",
 ]
@@ -110,112 +108,7 @@ def _tlv(atype: int, value: bytes) -> bytes:
     return bytes((0x80, atype, len(value))) + value
 
 
-_ORIGIN: Final = tuple(bytes((0x40, 1, 1, o)) for o in range(3))
-_HDR = struct.Struct(">BBB")
-_HDR_EXT = struct.Struct(">BBH")
-_U32_ATTR = struct.Struct(">BBBI")  # flags, type, length 4, value
-_AGGREGATOR = struct.Struct(">BBBI4s")
-_SEGMENTS: Final = tuple(struct.Struct(f">BB{n}I") for n in range(256))
-# The whole AS_PATH attribute of a one-segment path (the common shape): flags, type, length, segment
-# type, count, ASes in one pack; extended length from 64 ASes (2 + 4 * 64 > 255).
-_PATH1: Final = tuple(struct.Struct(f">BBBBB{n}I" if n < 64 else f">BBHBB{n}I").pack for n in range(256))
-_WORDS: dict[int, struct.Struct] = {}
-# Component caches (bounded, emptied when full). A full table has a new attribute *set* in almost
-# every UPDATE (89,642 sets in 89,678 UPDATEs of the PCH table) but few distinct next hops (3,771) and
-# very few distinct tails (MED, LOCAL_PREF, ATOMIC_AGGREGATE, AGGREGATOR, COMMUNITIES, LARGE_COMMUNITY:
-# a few thousand, mostly through AGGREGATOR): caching those leaves the AS_PATH pack as the only
-# per-set work (~1.9 -> ~0.9 us per set).
-_NH_ATTR: dict[str, bytes] = {}
-_TAILS: dict[tuple[object, ...], bytes] = {}
-_COMPONENT_CACHE_MAX: Final = 65_536
-ATTR_NEXT_HOP_TYPE: Final = 3
-
-
-def _header(flags: int, atype: int, length: int) -> bytes:
-    if length > 255:
-        return _HDR_EXT.pack(flags | 0x10, atype, length)
-    return _HDR.pack(flags, atype, length)
-
-
-def fast_path_attributes(attrs: Attributes, with_next_hop: bool) -> bytes:
-    """``codec.encode_path_attributes(attrs, asn4=True)`` (with the NEXT_HOP attribute only when
-    ``with_next_hop``), byte for byte, for the common shapes: straight-line packing with precompiled
-    structs and cached components (next hop, everything after NEXT_HOP), ~6x faster than the codec.
-    Attribute sets with unknown attributes or AS_PATH segments of more than 255 ASes take the codec.
-    A full table has a new attribute set in almost every UPDATE, so this, not the per-set cache,
-    sets the cost of recording a table load."""
-    other = attrs.other
-    if other and min(o[1] for o in other) <= ATTR_NEXT_HOP_TYPE:  # it would go before NEXT_HOP
-        return _codec_attrs(attrs, with_next_hop)
-    as_path = attrs.as_path
-    if len(as_path) == 1:
-        stype, asns = as_path[0]
-        n = len(asns)
-        if n > 255:
-            return _codec_attrs(attrs, with_next_hop)
-        path = _PATH1[n](0x40 if n < 64 else 0x50, 2, 2 + 4 * n, stype, n, *asns)
-    else:
-        segs = []
-        for stype, asns in as_path:
-            if len(asns) > 255:
-                return _codec_attrs(attrs, with_next_hop)
-            segs.append(_SEGMENTS[len(asns)].pack(stype, len(asns), *asns))
-        value = b"".join(segs)
-        path = _header(0x40, 2, len(value)) + value
-    nh = b""
-    if with_next_hop and attrs.next_hop:
-        found = _NH_ATTR.get(attrs.next_hop)
-        if found is None:
-            if len(_NH_ATTR) >= _COMPONENT_CACHE_MAX:
-                _NH_ATTR.clear()
-            found = _NH_ATTR[attrs.next_hop] = b"\x40\x03\x04" + socket.inet_aton(attrs.next_hop)
-        nh = found
-    key = (attrs.med, attrs.local_pref, attrs.atomic_aggregate, attrs.aggregator, attrs.communities,
-           attrs.large_communities, other)
-    tail = _TAILS.get(key)
-    if tail is None:
-        if len(_TAILS) >= _COMPONENT_CACHE_MAX:
-            _TAILS.clear()
-        tail = _TAILS[key] = _tail(attrs)
-    return b"".join((_ORIGIN[attrs.origin], path, nh, tail))
-
-
-def _tail(attrs: Attributes) -> bytes:
-    """MED, LOCAL_PREF, ATOMIC_AGGREGATE, AGGREGATOR, COMMUNITIES, LARGE_COMMUNITY and the unknown
-    attributes (``other``, optional transitive as the codec re-exports them), in type-code order
-    (the codec's stable sort)."""
-    parts: list[tuple[int, bytes]] = []
-    if attrs.med is not None:
-        parts.append((4, _U32_ATTR.pack(0x80, 4, 4, attrs.med)))
-    if attrs.local_pref is not None:
-        parts.append((5, _U32_ATTR.pack(0x40, 5, 4, attrs.local_pref)))
-    if attrs.atomic_aggregate:
-        parts.append((6, b"\x40\x06\x00"))
-    if attrs.aggregator is not None:
-        asn, ip = attrs.aggregator
-        parts.append((7, _AGGREGATOR.pack(0xC0, 7, 8, asn, socket.inet_aton(ip))))
-    comms = attrs.communities
-    if comms:
-        n = len(comms)
-        words = _WORDS.get(n)
-        if words is None:
-            words = _WORDS[n] = struct.Struct(f">{n}I")
-        parts.append((8, _header(0xC0, 8, 4 * n) + words.pack(*comms)))
-    if attrs.large_communities:
-        value = b"".join(struct.pack(">III", *lc) for lc in attrs.large_communities)
-        parts.append((32, _header(0xC0, 32, len(value)) + value))
-    if attrs.other:
-        for flags, atype, raw in attrs.other:
-            parts.append((atype, _header((flags & 0xE0) | 0xC0, atype, len(raw)) + raw))
-        parts.sort(key=lambda p: p[0])
-    return b"".join([p[1] for p in parts])
-
-
-def _codec_attrs(attrs: Attributes, with_next_hop: bool) -> bytes:
-    if not with_next_hop and attrs.next_hop:
-        attrs = dataclasses.replace(attrs, next_hop="")
-    return codec.encode_path_attributes(attrs, asn4=True)
-
+_encode_block = codec.encode_path_attributes  # the codec's fast path for 4-byte-AS blocks
 
 _NLRI_BYTES: Final = tuple(((bits + 7) >> 3) or 1 for bits in range(137))  # key bit length -> bytes
 _NLRI4: dict[int, Callable[..., bytes]] = {}
@@ -297,7 +190,7 @@ class RecordEncoder:
         hit = self._a4.get(id(attrs))
         if hit is not None:
             return hit[1]
-        raw = fast_path_attributes(attrs, ":" not in attrs.next_hop)
+        raw = _encode_block(attrs)
         if len(self._a4) >= ATTR_CACHE_MAX:
             self._a4.clear()
         self._a4[id(attrs)] = (attrs, raw)
@@ -308,7 +201,7 @@ class RecordEncoder:
         if hit is not None:
             return hit[1], hit[2]
         nh = _addr(attrs.next_hop) if attrs.next_hop else bytes(16)
-        block = fast_path_attributes(attrs, False)
+        block = _encode_block(attrs, with_next_hop=False)
         head = _MP_V6 + bytes((len(nh),)) + nh + b"\x00"  # AFI, SAFI, next hop, reserved
         if len(self._a6) >= ATTR_CACHE_MAX:
             self._a6.clear()
@@ -387,7 +280,7 @@ class RecordEncoder:
                     if not raw:
                         hit = a4.get(id(attrs))
                         if hit is None:
-                            raw = fast_path_attributes(attrs, ":" not in attrs.next_hop)
+                            raw = _encode_block(attrs)
                             if len(a4) >= ATTR_CACHE_MAX:
                                 a4.clear()
                             a4[id(attrs)] = (attrs, raw)

@@ -831,10 +831,117 @@ def _encode_attrs(attrs: Attributes, asn4: bool, with_next_hop: bool) -> list[by
     return [p[1] for p in parts]
 
 
-def encode_path_attributes(attrs: Attributes, *, asn4: bool = True) -> bytes:
-    """Encode ``attrs`` as a path attribute block. NEXT_HOP is included when ``attrs.next_hop`` is an
-    IPv4 address (an IPv6 next hop travels in MP_REACH_NLRI, see ``encode_updates``)."""
-    return b"".join(_encode_attrs(attrs, asn4, ":" not in attrs.next_hop))
+_ORIGIN: Final = tuple(bytes((0x40, 1, 1, o)) for o in range(3))
+_U32_ATTR = struct.Struct(">BBBI")  # flags, type, length 4, value
+_AGGREGATOR = struct.Struct(">BBBI4s")
+_SEGMENTS: Final = tuple(struct.Struct(f">BB{n}I") for n in range(256))
+# The whole AS_PATH attribute of a one-segment path (the common shape): flags, type, length, segment
+# type, count, ASes in one pack; extended length from 64 ASes (2 + 4 * 64 > 255).
+_PATH1: Final = tuple(struct.Struct(f">BBBBB{n}I" if n < 64 else f">BBHBB{n}I").pack for n in range(256))
+_WORDS: dict[int, struct.Struct] = {}
+# Component caches (bounded, emptied when full). A full table has a new attribute *set* in almost
+# every UPDATE (89,642 sets in 89,678 UPDATEs of the PCH table) but few distinct next hops (3,771) and
+# very few distinct tails (MED, LOCAL_PREF, ATOMIC_AGGREGATE, AGGREGATOR, COMMUNITIES, LARGE_COMMUNITY:
+# a few thousand, mostly through AGGREGATOR): caching those leaves the AS_PATH pack as the only
+# per-set work (~1.9 -> ~0.9 us per set).
+_NH_ATTR: dict[str, bytes] = {}
+_TAILS: dict[tuple[object, ...], bytes] = {}
+_COMPONENT_CACHE_MAX: Final = 65_536
+
+
+def _attr_head(flags: int, atype: int, length: int) -> bytes:
+    if length > 255:
+        return _BBH.pack(flags | FLAG_EXTENDED, atype, length)
+    return _BBB.pack(flags, atype, length)
+
+
+def _fast_block(attrs: Attributes, with_next_hop: bool) -> bytes | None:
+    """``_encode_attrs(attrs, asn4=True, with_next_hop)`` joined, byte for byte, for the common
+    shapes: straight-line packing with precompiled structs and cached components (next hop,
+    everything after NEXT_HOP), ~6x faster. None (the general encoder decides) for unknown
+    attributes that sort before NEXT_HOP and AS_PATH segments of more than 255 ASes. A full table
+    has a new attribute set in almost every UPDATE, so this sets the cost of encoding one (route
+    collection, RIB dumps)."""
+    other = attrs.other
+    if other and min(o[1] for o in other) <= ATTR_NEXT_HOP:  # it would go before NEXT_HOP
+        return None
+    as_path = attrs.as_path
+    if len(as_path) == 1:
+        stype, asns = as_path[0]
+        n = len(asns)
+        if n > 255:
+            return None
+        path = _PATH1[n](0x40 if n < 64 else 0x50, 2, 2 + 4 * n, stype, n, *asns)
+    else:
+        segs = []
+        for stype, asns in as_path:
+            if len(asns) > 255:
+                return None
+            segs.append(_SEGMENTS[len(asns)].pack(stype, len(asns), *asns))
+        value = b"".join(segs)
+        path = _attr_head(0x40, 2, len(value)) + value
+    nh = b""
+    if with_next_hop and attrs.next_hop:
+        found = _NH_ATTR.get(attrs.next_hop)
+        if found is None:
+            if len(_NH_ATTR) >= _COMPONENT_CACHE_MAX:
+                _NH_ATTR.clear()
+            found = _NH_ATTR[attrs.next_hop] = b"\x40\x03\x04" + socket.inet_aton(attrs.next_hop)
+        nh = found
+    key = (attrs.med, attrs.local_pref, attrs.atomic_aggregate, attrs.aggregator, attrs.communities,
+           attrs.large_communities, other)
+    tail = _TAILS.get(key)
+    if tail is None:
+        if len(_TAILS) >= _COMPONENT_CACHE_MAX:
+            _TAILS.clear()
+        tail = _TAILS[key] = _tail(attrs)
+    return b"".join((_ORIGIN[attrs.origin], path, nh, tail))
+
+
+def _tail(attrs: Attributes) -> bytes:
+    """MED, LOCAL_PREF, ATOMIC_AGGREGATE, AGGREGATOR, COMMUNITIES, LARGE_COMMUNITY and the unknown
+    attributes (``other``, optional transitive as the codec re-exports them), in type-code order
+    (the codec's stable sort)."""
+    parts: list[tuple[int, bytes]] = []
+    if attrs.med is not None:
+        parts.append((4, _U32_ATTR.pack(0x80, 4, 4, attrs.med)))
+    if attrs.local_pref is not None:
+        parts.append((5, _U32_ATTR.pack(0x40, 5, 4, attrs.local_pref)))
+    if attrs.atomic_aggregate:
+        parts.append((6, b"\x40\x06\x00"))
+    if attrs.aggregator is not None:
+        asn, ip = attrs.aggregator
+        parts.append((7, _AGGREGATOR.pack(0xC0, 7, 8, asn, socket.inet_aton(ip))))
+    comms = attrs.communities
+    if comms:
+        n = len(comms)
+        words = _WORDS.get(n)
+        if words is None:
+            words = _WORDS[n] = struct.Struct(f">{n}I")
+        parts.append((8, _attr_head(0xC0, 8, 4 * n) + words.pack(*comms)))
+    if attrs.large_communities:
+        value = b"".join(struct.pack(">III", *lc) for lc in attrs.large_communities)
+        parts.append((32, _attr_head(0xC0, 32, len(value)) + value))
+    if attrs.other:
+        for flags, atype, raw in attrs.other:
+            parts.append((atype, _attr_head((flags & 0xE0) | 0xC0, atype, len(raw)) + raw))
+        parts.sort(key=lambda p: p[0])
+    return b"".join([p[1] for p in parts])
+
+
+def encode_path_attributes(
+    attrs: Attributes, *, asn4: bool = True, with_next_hop: bool | None = None
+) -> bytes:
+    """Encode ``attrs`` as a path attribute block. NEXT_HOP is included when ``with_next_hop`` (by
+    default: when ``attrs.next_hop`` is an IPv4 address; an IPv6 next hop travels in MP_REACH_NLRI,
+    see ``encode_updates``)."""
+    if with_next_hop is None:
+        with_next_hop = ":" not in attrs.next_hop
+    if asn4:
+        block = _fast_block(attrs, with_next_hop)
+        if block is not None:
+            return block
+    return b"".join(_encode_attrs(attrs, asn4, with_next_hop))
 
 
 def _pack_nlri(keys: Iterable[int], room: int) -> list[bytes]:
@@ -870,7 +977,7 @@ def encode_updates(
     Raises ValueError when the attributes alone do not fit, or the next hop is not of the family.
     """
     if family is Family.IPV4:
-        block = b"".join(_encode_attrs(attrs, asn4, True))
+        block = encode_path_attributes(attrs, asn4=asn4, with_next_hop=True)
         head_room = max_size - HEADER_LEN - 4 - len(block)
         if head_room < 5:
             raise ValueError("path attributes too large for one UPDATE")
