@@ -98,24 +98,7 @@ _ATTRIBUTE: Final = b'"attribute": '
 _ANNOUNCE: Final = b'"announce"'
 
 _make_attributes = Attributes.fast
-_new = object.__new__
-_UPDATE_FIELDS: Final = ("peer", "family", "attrs", "announce", "withdraw")
-_UPDATE_SETTERS: Final = tuple(vars(Update)[name].__set__ for name in _UPDATE_FIELDS)
-if vars(Update)["__slots__"] != _UPDATE_FIELDS:
-    raise AssertionError("_announce_event fills every slot of Update: keep it in step with the fields")
-
-
-def _announce_event(peer: str, family: Family, attrs: Attributes, announce: list[int]) -> Update:
-    """``Update(peer, family, attrs, announce, ())`` with its slots set directly (0.5 µs against
-    the frozen dataclass ``__init__``'s 0.8; the native session does the same)."""
-    event: Update = _new(Update)
-    set_peer, set_family, set_attrs, set_announce, set_withdraw = _UPDATE_SETTERS
-    set_peer(event, peer)
-    set_family(event, family)
-    set_attrs(event, attrs)
-    set_announce(event, announce)
-    set_withdraw(event, ())
-    return event
+_make_update = Update.fast
 
 
 _inet_pton = socket.inet_pton
@@ -419,7 +402,7 @@ class Decoder:
                             for key in list(islice(cache, ATTR_CACHE_LIMIT >> 1)):
                                 del cache[key]
                         attrs = cache[next_hop, raw] = _attributes(attribute, next_hop)
-                    events.append(_announce_event(peer, family, attrs, _keys(conv, nlris)))
+                    events.append(_make_update(peer, family, attrs, _keys(conv, nlris), ()))
         return events
 
     # -- slow path: only when the fast path failed -----------------------------------------------

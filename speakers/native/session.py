@@ -687,26 +687,7 @@ class BgpSession:
 
 
 _IPV4: Final = Family.IPV4
-_new = object.__new__
-_UPDATE_SLOTS: Final = ("peer", "family", "attrs", "announce", "withdraw")
-_set_update = tuple(vars(Update)[name].__set__ for name in _UPDATE_SLOTS)
-if vars(Update)["__slots__"] != _UPDATE_SLOTS:
-    raise AssertionError("_update_event fills every slot of Update: keep it in step with the fields")
-
-
-def _update_event(
-    peer: str, family: Family, attrs: Attributes | None, announce: list[int], withdraw: list[int]
-) -> Update:
-    """``Update(...)`` with the slots filled directly (as ``Attributes.fast``): ~0.8 µs less per
-    UPDATE than the frozen dataclass ``__init__``; the same, equal object."""
-    event: Update = _new(Update)
-    set_peer, set_family, set_attrs, set_announce, set_withdraw = _set_update
-    set_peer(event, peer)
-    set_family(event, family)
-    set_attrs(event, attrs)
-    set_announce(event, announce)
-    set_withdraw(event, withdraw)
-    return event
+_update_event = Update.fast
 
 
 def _check_next_hop(family: Family, next_hop: str) -> None:
