@@ -1349,10 +1349,6 @@ def _intern(attrs: Attributes) -> Attributes:
         if len(_INTERN) >= _CACHE_LIMIT:
             _trim(_INTERN)
         _INTERN[attrs] = found = attrs
-    elif found.raw4 and found.raw4 != attrs.raw4:
-        # Equal sets from different bytes (another peer's ORIGINATOR_ID, CLUSTER_LIST, flags): the
-        # collector records ``raw4`` as this peer sent it, so this one keeps its own object.
-        return attrs
     return found
 
 

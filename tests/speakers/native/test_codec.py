@@ -421,7 +421,9 @@ def test_fast_attribute_parser_agrees_with_the_general_one(block: bytes) -> None
 
 def test_equal_sets_from_different_bytes_keep_their_own_raw_bytes() -> None:
     """Two peers' blocks that differ only in what Attributes does not model (ORIGINATOR_ID) decode to
-    equal sets, but each keeps the bytes it came with: the collector records raw4 as received."""
+    equal sets, but each keeps the bytes it came with (the plain-block cache is keyed by the bytes;
+    only MP sets, which carry no raw4, are interned by value): the collector records raw4 as
+    received."""
     import struct
 
     from speakers.native import codec
