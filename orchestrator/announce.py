@@ -184,6 +184,25 @@ class AnnouncementManager:
             raise PolicyError("allocated", "no [safety] allocation in the config: announcements are off")
         return rules.check(ann, now, self.history if rate else None)
 
+    # -- what the experiment runner needs besides announce/withdraw (orchestrator.experiments) ------
+
+    def check_rules(self, ann: Announcement, now: float, explicit: Sequence[str] = ()) -> None:
+        """Every rule but the rate rule (which an experiment's plan simulates over its timeline), and
+        the export policy of each explicitly named target (group members that refuse are left out
+        when the step runs). Raises PolicyError."""
+        attrs = self._check(ann, now, rate=False)
+        for name in explicit:
+            peer = self._peer(name)
+            if peer is not None:
+                self.command_for(peer, Wanted(ann, (), attrs, now))
+
+    def last_change(self, prefix: str) -> float | None:
+        return self.history.last_change(prefix)
+
+    def min_interval(self) -> float:
+        rules = self.safety
+        return rules.min_interval if rules is not None else 0.0
+
     async def announce(self, ann: Announcement, targets: Sequence[str], *, group: bool = False,
                        at: float | None = None) -> Wanted:
         """Check the safety rules and each target's export policy, then send. Raises PolicyError

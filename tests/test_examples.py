@@ -13,7 +13,6 @@ import pytest
 
 from orchestrator.announce import AnnouncementManager
 from orchestrator.api.announce import parse_request
-from orchestrator.api.experiments import ManagerAnnouncer
 from orchestrator.config import PeerKind, load_config
 from orchestrator.experiments import plan
 from orchestrator.log import get_logger
@@ -43,6 +42,6 @@ def test_example_experiment_plans_against_the_shipped_config(tmp_path: Path) -> 
     config = load_config(REPO / "config.toml")
     mgr = AnnouncementManager(lambda: config, dict, tmp_path, get_logger())
     body = tomllib.loads((REPO / "examples" / "experiment.toml").read_text())
-    exp = plan(body, ManagerAnnouncer(mgr), time.time(), parse_request)
+    exp = plan(body, mgr, time.time(), parse_request)
     assert [(s.at, s.action) for s in exp.steps] == [(0, "announce"), (600, "announce"), (1200, "withdraw")]
     assert exp.steps[0].targets == ("lab-a", "lab-b")

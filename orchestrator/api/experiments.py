@@ -12,64 +12,14 @@ A step the rules would refuse answers 422 (429 for the rate rule) with ``{"error
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
-
 from aiohttp import web
 
-from orchestrator.announce import AnnouncementManager, Wanted
 from orchestrator.api.announce import ANNOUNCER, parse_request, refusal
 from orchestrator.api.app import DAEMON, json_object, json_response, register
 from orchestrator.errors import ApiError, PolicyError
 from orchestrator.experiments import ExperimentRunner
-from orchestrator.rib.prefix import Family
-from policies.safety import Announcement
 
 EXPERIMENTS: web.AppKey[ExperimentRunner] = web.AppKey("experiments")
-
-
-class ManagerAnnouncer:
-    """``AnnouncementManager`` seen through the runner's ``Announcer`` protocol."""
-
-    def __init__(self, mgr: AnnouncementManager) -> None:
-        self.mgr = mgr
-
-    @property
-    def wanted(self) -> Mapping[str, Any]:
-        return self.mgr.wanted
-
-    def resolve(
-        self,
-        peers: Sequence[str] = (),
-        all_peers: bool = False,
-        kind: str | None = None,
-        family: Family | None = None,
-    ) -> tuple[str, ...]:
-        return self.mgr.resolve(peers, all_peers, kind, family)
-
-    def check_rules(self, ann: Announcement, now: float, explicit: Sequence[str] = ()) -> None:
-        """Every rule but the rate rule (which plan() simulates), and the export policy of each
-        explicitly named target (group members that refuse are left out at run time)."""
-        attrs = self.mgr._check(ann, now, rate=False)
-        for name in explicit:
-            peer = self.mgr._peer(name)
-            if peer is not None:
-                self.mgr.command_for(peer, Wanted(ann, (), attrs, now))
-
-    def last_change(self, prefix: str) -> float | None:
-        return self.mgr.history.last_change(prefix)
-
-    def min_interval(self) -> float:
-        rules = self.mgr.safety
-        return rules.min_interval if rules is not None else 0.0
-
-    async def announce(self, ann: Announcement, targets: Sequence[str], *, group: bool = False,
-                       at: float | None = None) -> Any:
-        return await self.mgr.announce(ann, targets, group=group, at=at)
-
-    async def withdraw(self, prefix: str, targets: Sequence[str] = (), *,
-                       at: float | None = None) -> tuple[str, ...]:
-        return await self.mgr.withdraw(prefix, targets, at=at)
 
 
 def _flag(request: web.Request, name: str) -> bool:
@@ -110,7 +60,7 @@ async def delete_experiment(request: web.Request) -> web.Response:
 
 def _setup(app: web.Application) -> None:
     d = app[DAEMON]
-    runner = ExperimentRunner(ManagerAnnouncer(app[ANNOUNCER]), d.runtime_dir,
+    runner = ExperimentRunner(app[ANNOUNCER], d.runtime_dir,
                               d.log.bind(component="experiments"), parse_request)  # fmt: skip
     app[EXPERIMENTS] = runner
 

@@ -12,7 +12,6 @@ import pytest
 
 from orchestrator.announce import AnnouncementManager
 from orchestrator.api.announce import parse_request
-from orchestrator.api.experiments import ManagerAnnouncer
 from orchestrator.config import AnnounceConfig, Config, LocalConfig, PeerConfig, PeerKind
 from orchestrator.errors import ApiError, PolicyError
 from orchestrator.experiments import STATE_FILE, ExperimentRunner, from_peering_experiment, plan
@@ -56,7 +55,7 @@ def step(at: float, action: str = "announce", prefix: str = P, **kw: Any) -> dic
 
 
 def plan_of(mgr: AnnouncementManager, steps: list[dict[str, Any]], now: float = 1000.0, **kw: Any) -> Any:
-    return plan({"name": "x", "steps": steps, **kw}, ManagerAnnouncer(mgr), now, parse_request)
+    return plan({"name": "x", "steps": steps, **kw}, mgr, now, parse_request)
 
 
 # -- planning: the whole timeline is checked before anything is scheduled --------------------------
@@ -121,7 +120,7 @@ def test_plan_counts_the_change_made_before_the_experiment(tmp_path: Path) -> No
 def test_malformed_experiments_name_the_place(tmp_path: Path, body: dict[str, Any], message: str) -> None:
     mgr, _ = manager(tmp_path)
     with pytest.raises(ApiError) as err:
-        plan(body, ManagerAnnouncer(mgr), time.time(), parse_request)
+        plan(body, mgr, time.time(), parse_request)
     assert err.value.status == 400
     assert message in str(err.value)
 
@@ -132,7 +131,7 @@ def test_malformed_experiments_name_the_place(tmp_path: Path, body: dict[str, An
 def test_steps_run_on_time_and_in_order(tmp_path: Path) -> None:
     async def main() -> tuple[Any, Wire, float]:
         mgr, wire = manager(tmp_path, interval=0.4)
-        runner = ExperimentRunner(ManagerAnnouncer(mgr), tmp_path, get_logger(), parse_request)
+        runner = ExperimentRunner(mgr, tmp_path, get_logger(), parse_request)
         t0 = time.time()
         exp = runner.start({"name": "sweep", "delay": 0.2, "steps": [
             step(0, peers=["mux1"]), step(0.5, peers=["mux1", "mux2"], prepend=2), step(1.0, "withdraw")]})
@@ -160,7 +159,7 @@ def test_steps_run_on_time_and_in_order(tmp_path: Path) -> None:
 def test_a_step_refused_at_its_time_is_recorded_and_the_rest_goes_on(tmp_path: Path) -> None:
     async def main() -> Any:
         mgr, _ = manager(tmp_path, interval=0.5)
-        runner = ExperimentRunner(ManagerAnnouncer(mgr), tmp_path, get_logger(), parse_request)
+        runner = ExperimentRunner(mgr, tmp_path, get_logger(), parse_request)
         exp = runner.start({"name": "e", "steps": [step(0, all=True), step(1.0, all=True, prepend=1),
                                                    step(2.0, "withdraw")]})  # fmt: skip
         await asyncio.sleep(0.6)
@@ -178,7 +177,7 @@ def test_a_step_refused_at_its_time_is_recorded_and_the_rest_goes_on(tmp_path: P
 def test_restart_resumes_pending_steps_and_marks_missed_ones(tmp_path: Path) -> None:
     async def first() -> None:
         mgr, _ = manager(tmp_path, interval=0.1)
-        runner = ExperimentRunner(ManagerAnnouncer(mgr), tmp_path, get_logger(), parse_request)
+        runner = ExperimentRunner(mgr, tmp_path, get_logger(), parse_request)
         runner.start({"name": "long", "steps": [step(0, all=True), step(0.3, all=True, prepend=1),
                                                 step(120, "withdraw")]})  # fmt: skip
         runner.start({"name": "later", "delay": 0.5, "steps": [step(0, prefix="184.164.225.0/24", all=True)]})
@@ -193,7 +192,7 @@ def test_restart_resumes_pending_steps_and_marks_missed_ones(tmp_path: Path) -> 
         time.sleep(0.5 + 0.3)  # down past both due times; within LATE_GRACE, so they still run
         mgr, _ = manager(tmp_path, interval=0.1)
         mgr.load()
-        runner = ExperimentRunner(ManagerAnnouncer(mgr), tmp_path, get_logger(), parse_request)
+        runner = ExperimentRunner(mgr, tmp_path, get_logger(), parse_request)
         assert runner.load() == 2
         await asyncio.sleep(0.3)
         await runner.stop()
@@ -205,7 +204,7 @@ def test_restart_resumes_pending_steps_and_marks_missed_ones(tmp_path: Path) -> 
 
     async def third() -> Any:  # move the clock past the grace: the withdraw is missed, not run late
         mgr, wire = manager(tmp_path, interval=0.1)
-        runner = ExperimentRunner(ManagerAnnouncer(mgr), tmp_path, get_logger(), parse_request,
+        runner = ExperimentRunner(mgr, tmp_path, get_logger(), parse_request,
                                   clock=lambda: time.time() + 200)  # fmt: skip
         runner.load()
         await asyncio.sleep(0.2)
@@ -220,7 +219,7 @@ def test_restart_resumes_pending_steps_and_marks_missed_ones(tmp_path: Path) -> 
 def test_cancel_stops_pending_steps_and_can_withdraw(tmp_path: Path) -> None:
     async def main() -> Any:
         mgr, wire = manager(tmp_path, interval=0.0)
-        runner = ExperimentRunner(ManagerAnnouncer(mgr), tmp_path, get_logger(), parse_request)
+        runner = ExperimentRunner(mgr, tmp_path, get_logger(), parse_request)
         runner.start({"name": "c", "steps": [step(0, peers=["mux1"]), step(60, peers=["mux1"], prepend=1)]})
         await asyncio.sleep(0.1)
         with pytest.raises(ApiError, match="is running; cancel it first"):
@@ -268,11 +267,11 @@ def test_peering_experiment_json_becomes_a_timeline(tmp_path: Path) -> None:
         (1200, "announce", "184.164.225.0/24", ["seattle01"], 47065),
     ]
     mgr = peering_manager(tmp_path)
-    exp = plan(body, ManagerAnnouncer(mgr), time.time(), parse_request)  # every round passes the rules
+    exp = plan(body, mgr, time.time(), parse_request)  # every round passes the rules
     assert len(exp.steps) == 6
     with pytest.raises(PolicyError, match=r"rate: steps\[2\] \(at \+300 s\)"):
         plan(from_peering_experiment(doc, 300, {"A": "184.164.224.0/24", "B": "184.164.225.0/24"}),
-             ManagerAnnouncer(mgr), time.time(), parse_request)  # fmt: skip
+             mgr, time.time(), parse_request)  # fmt: skip
 
 
 @pytest.mark.parametrize(("rounds", "message"), [
@@ -310,7 +309,7 @@ def test_steps_exactly_min_interval_apart_all_run(tmp_path: Path) -> None:
     refusal (each change counts at its scheduled time)."""
     async def main() -> Any:
         mgr, _ = manager(tmp_path, interval=0.25)
-        runner = ExperimentRunner(ManagerAnnouncer(mgr), tmp_path, get_logger(), parse_request)
+        runner = ExperimentRunner(mgr, tmp_path, get_logger(), parse_request)
         steps = [step(0.25 * i, all=True, prepend=i % 2) for i in range(8)]
         exp = runner.start({"name": "tight", "steps": steps})
         while exp.state != "finished":
@@ -328,7 +327,7 @@ def test_a_failing_speaker_is_an_error_on_the_step_not_a_dead_experiment(tmp_pat
             raise ValueError("speaker gone")
 
         wire.send = refuse  # type: ignore[method-assign]
-        runner = ExperimentRunner(ManagerAnnouncer(mgr), tmp_path, get_logger(), parse_request)
+        runner = ExperimentRunner(mgr, tmp_path, get_logger(), parse_request)
         exp = runner.start({"name": "f", "steps": [step(0, peers=["mux1"]), step(0.1, "withdraw")]})
         while exp.state != "finished":
             await asyncio.sleep(0.02)
@@ -355,7 +354,7 @@ def test_an_experiment_the_config_cannot_run_is_kept_on_disk(tmp_path: Path) -> 
 
     async def main() -> None:
         mgr, _ = manager(tmp_path)
-        runner = ExperimentRunner(ManagerAnnouncer(mgr), tmp_path, get_logger(), parse_request)
+        runner = ExperimentRunner(mgr, tmp_path, get_logger(), parse_request)
         assert runner.load() == 0 and "old" not in runner.experiments
         runner.start({"name": "new", "delay": 30, "steps": [step(0, all=True)]})  # saves
         await runner.stop()
