@@ -13,7 +13,7 @@ back to the same number of entries. ``--results`` rewrites the ``## MRT`` sectio
 
 Recording cost (``--record-only`` runs just this): the PCH file's UPDATEs go through a real
 ``Daemon``'s ingest path (``MrtReader`` decode → ``Daemon._apply``: status, import-policy skip,
-``Rib.update``), in batches of ``BATCH_EVENTS`` with a loop yield between batches as in
+``Rib.update``), in slices of ``BATCH_PREFIXES`` prefixes with a loop yield between them as in
 ``_rib_loop``, once without and once with the collector on ``event_listeners`` (encoding, chunking,
 the writer thread, compression, ``aclose`` inside the timing). Process CPU seconds (all threads),
 median of ``--runs``; ``share`` = (with - without) / without.
@@ -175,7 +175,7 @@ def _ingest(path: Path, compression: str | None, directory: Path) -> dict[str, i
     import asyncio
 
     from orchestrator.config import CollectorConfig, Config, LocalConfig, PeerConfig, PeerKind
-    from orchestrator.daemon import BATCH_EVENTS, Daemon
+    from orchestrator.daemon import BATCH_PREFIXES, Daemon
     from orchestrator.rib.table import DISCARD, PeerInfo
     from orchestrator.status import PeerStatus
     from speakers.events import PeerUp, Update
@@ -198,7 +198,7 @@ def _ingest(path: Path, compression: str | None, directory: Path) -> dict[str, i
         await daemon.start_collector()
         apply = daemon._apply
         apply(PeerUp("pch", peer.peer_as, "10.0.0.2"), DISCARD)
-        n = 0
+        n = done = 0
         for rec in reader:
             if type(rec) is not Bgp4mpUpdate:
                 continue
@@ -208,7 +208,9 @@ def _ingest(path: Path, compression: str | None, directory: Path) -> dict[str, i
                 if ann or wd:
                     apply(Update("pch", family, rec.attrs_for(family) if ann else None, ann, wd), DISCARD)
                     n += 1
-                    if n % BATCH_EVENTS == 0:
+                    done += len(ann) + len(wd) + 1
+                    if done >= BATCH_PREFIXES:  # the daemon's RIB slices
+                        done = 0
                         await asyncio.sleep(0)
         await daemon.stop_collector()
         return n

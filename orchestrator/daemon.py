@@ -52,7 +52,6 @@ from speakers.events import (
 
 EVENT_QUEUE_SIZE = 512  # events (each up to a few hundred prefixes)
 BATCH_PREFIXES = 512  # prefixes (about 1-3 ms of RIB work) applied before yielding to the loop
-BATCH_EVENTS = 64  # the older per-event cadence, still replayed by benchmarks.mrt
 GC_INTERVAL = 1.0  # seconds between young-generation collections (see _gc_loop)
 
 ChangeSubscriber = Callable[[list[BestChange]], None]
@@ -79,8 +78,8 @@ class Daemon:
         self.config = config
         self.log = get_logger()
         self.rib = Rib(DecisionOptions(always_compare_med=config.decision.always_compare_med))
-        # Items are single events (``emit``) or one speaker read's worth of events (``emit_many``).
-        self.events: asyncio.Queue[SpeakerEvent | list[SpeakerEvent]] = asyncio.Queue(EVENT_QUEUE_SIZE)
+        # Items are non-empty lists: one event (``emit``) or one speaker read's worth (``emit_many``).
+        self.events: asyncio.Queue[list[SpeakerEvent]] = asyncio.Queue(EVENT_QUEUE_SIZE)
         self.speakers: dict[str, Speaker] = {}
         self.status: dict[str, PeerStatus] = {}
         self.subscribers: list[ChangeSubscriber] = []
@@ -315,7 +314,7 @@ class Daemon:
 
     async def emit(self, event: SpeakerEvent) -> None:
         """Called by speakers for every event; blocks when the RIB is behind (backpressure)."""
-        await self.events.put(event)
+        await self.events.put([event])
 
     async def emit_many(self, events: list[SpeakerEvent]) -> None:
         """``emit`` for the events of one speaker read (one queue slot, one wake-up: a per-event
@@ -334,11 +333,7 @@ class Daemon:
         take = backlog.popleft
         while True:
             if not backlog:
-                item = await queue.get()
-                if type(item) is list:
-                    backlog.extend(item)
-                else:
-                    backlog.append(item)  # type: ignore[arg-type]
+                backlog.extend(await queue.get())
             while (hold := self.rib_hold) is not None and not hold.is_set():
                 await hold.wait()
             # Nobody to hand best-path changes to (no FIB, no subscriber): the RIB skips building them.
@@ -347,14 +342,10 @@ class Daemon:
             while done < BATCH_PREFIXES:
                 if not backlog:
                     try:
-                        item = queue.get_nowait()
+                        backlog.extend(queue.get_nowait())
                     except asyncio.QueueEmpty:
                         break
-                    if type(item) is list:
-                        backlog.extend(item)
-                        continue
-                    backlog.append(item)  # type: ignore[arg-type]
-                event = take()
+                event = take()  # queued lists are never empty (emit_many drops empty ones)
                 apply(event, changes)
                 done += len(event.announce) + len(event.withdraw) + 1 if type(event) is Update else 1
             if changes:
