@@ -24,6 +24,17 @@ from orchestrator.errors import ApiError
 from orchestrator.experiments import from_peering_experiment
 
 
+def _bindings(bind: list[str] | None) -> dict[str, str]:
+    """``--bind A=PREFIX`` options → ``{"A": PREFIX}`` (PEERING's placeholder prefixes)."""
+    out: dict[str, str] = {}
+    for item in bind or []:
+        key, sep, prefix = item.partition("=")
+        if not sep:
+            raise CliError(f"--bind {item}: expected NAME=PREFIX", 2)
+        out[key] = prefix
+    return out
+
+
 def read_experiment(
     path: str, round_interval: float = 600.0, bind: list[str] | None = None
 ) -> dict[str, Any]:
@@ -37,14 +48,8 @@ def read_experiment(
             doc = orjson.loads(text)
         except orjson.JSONDecodeError as exc:
             raise CliError(f"{path}: not JSON: {exc}", 2) from None
-        bindings: dict[str, str] = {}
-        for item in bind or []:
-            key, sep, prefix = item.partition("=")
-            if not sep:
-                raise CliError(f"--bind {item}: expected NAME=PREFIX", 2)
-            bindings[key] = prefix
         try:
-            return from_peering_experiment(doc, round_interval, bindings, Path(path).stem)
+            return from_peering_experiment(doc, round_interval, _bindings(bind), Path(path).stem)
         except ApiError as exc:
             raise CliError(f"{path}: {exc}", 2) from None
     try:
@@ -130,9 +135,8 @@ def cmd_apply(args: argparse.Namespace) -> int:
         raise CliError(f"{args.file}: cannot read: {exc.strerror or exc}", 2) from None
     except orjson.JSONDecodeError as exc:
         raise CliError(f"{args.file}: not JSON: {exc}", 2) from None
-    bindings = dict(item.partition("=")[::2] for item in args.bind or [])
     try:
-        body = from_peering_experiment({"rounds": [doc]}, 0, bindings, Path(args.file).stem)
+        body = from_peering_experiment({"rounds": [doc]}, 0, _bindings(args.bind), Path(args.file).stem)
     except ApiError as exc:
         raise CliError(f"{args.file}: {str(exc).replace('rounds[0]', '$')}", 2) from None
     failed = 0

@@ -386,7 +386,6 @@ class Collector:
         current = writer.current if writer is not None else None
         return {
             "enabled": True,
-            "dir": str(self.config.dir),
             "updates_file": str(current) if current is not None else None,
             "last_rib_file": str(self.last_rib_file) if self.last_rib_file else None,
             "last_rib_files": [str(f) for f in self.last_rib_files],
@@ -396,10 +395,7 @@ class Collector:
             "errors": self.errors,
             "rib_dumps": self.dumps,
             "last_error": self.last_error,
-            "updates_interval": self.config.updates_interval,
-            "rib_interval": self.config.rib_interval,
-            "compression": self.config.compression,
-            "rib_policy": self.config.rib_policy.value,
+            **_settings(self.config),
             "pre_policy_prefixes": sum(len(a) + len(b) for a, b in self.received.values()),
         }
 
@@ -432,19 +428,13 @@ def _dotted_quad(text: str) -> bool:
     return len(parts) == 4 and all(p.isdigit() and int(p) < 256 for p in parts)
 
 
+def _settings(config: CollectorConfig) -> dict[str, Any]:
+    return {"dir": str(config.dir), "updates_interval": config.updates_interval,
+            "rib_interval": config.rib_interval, "compression": config.compression,
+            "rib_policy": config.rib_policy.value}  # fmt: skip
+
+
 def disabled_status(config: CollectorConfig) -> dict[str, Any]:
     """``GET /api/v1/collector`` when the collector is off."""
-    return {
-        "enabled": False,
-        "dir": str(config.dir),
-        "updates_file": None,
-        "last_rib_file": None,
-        "records_written": 0,
-        "records": 0,
-        "bytes": 0,
-        "errors": 0,
-        "updates_interval": config.updates_interval,
-        "rib_interval": config.rib_interval,
-        "compression": config.compression,
-        "rib_policy": config.rib_policy.value,
-    }
+    return {"enabled": False, **_settings(config), "updates_file": None, "last_rib_file": None,
+            "records_written": 0, "records": 0, "bytes": 0, "errors": 0}  # fmt: skip
