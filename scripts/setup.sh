@@ -28,7 +28,9 @@ if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
 fi
 stamp=.venv/.peerctl-installed
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+# Reinstall when the packaging or a C accelerator changed (the editable install builds those in place).
+if [ ! -f "$stamp" ] || [ -n "$(find pyproject.toml setup.py orchestrator speakers policies -newer "$stamp" \
+        \( -name pyproject.toml -o -name setup.py -o -name '*.c' -o -name '*.h' \) -print -quit)" ]; then
     .venv/bin/python -m pip install -q --upgrade pip >/dev/null
     .venv/bin/python -m pip install -q -e '.[test]'
     touch "$stamp"

@@ -1,0 +1,17 @@
+"""C accelerators, built at install time (``pip install -e .`` builds them in place).
+
+Each one is an optional speed-up of a pure-Python function that stays the reference: the module
+that uses it imports it with a fallback (``PEERCTL_PURE=1`` forces the fallback, which the tests
+use to check both against each other). ``optional=True``: a machine without a C compiler or the
+Python headers still installs peerctl, only slower.
+"""
+
+from setuptools import Extension, setup
+
+_FLAGS = ["-O2", "-std=c11", "-Wall", "-Wextra", "-Wno-unused-parameter", "-Wno-missing-field-initializers"]
+
+EXTENSIONS = [
+    # Extension("package._module", ["package/_module.c"], optional=True, extra_compile_args=_FLAGS),
+]
+
+setup(ext_modules=EXTENSIONS)
