@@ -12,6 +12,8 @@ _FLAGS = ["-O2", "-std=c11", "-Wall", "-Wextra", "-Wno-unused-parameter", "-Wno-
 
 EXTENSIONS = [
     # Extension("package._module", ["package/_module.c"], optional=True, extra_compile_args=_FLAGS),
+    Extension("speakers.native._fastpath", ["speakers/native/_fastpath.c"], optional=True, extra_compile_args=_FLAGS),
+    Extension("orchestrator.rib._fastrib", ["orchestrator/rib/_fastrib.c"], optional=True, extra_compile_args=_FLAGS),
 ]
 
 setup(ext_modules=EXTENSIONS)

@@ -47,6 +47,7 @@ No I/O and no asyncio: one task owns a ``Rib`` and calls it synchronously.
 from __future__ import annotations
 
 import gc
+import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -560,7 +561,12 @@ class Rib:
         record = changes is not DISCARD  # (other branches append to DISCARD: a no-op, and rare)
         received = 0
         best = 0
-        for key in announce:
+        # With the C accelerator, ``run`` applies the announcements that need no decision (see
+        # _fastrib.c) as it goes and yields the others, in order, to the loop body below.
+        run = None
+        if _announcer is not None:
+            run = _announcer(buckets, path, ps, family, changes if record else None, announce)
+        for key in announce if run is None else run:
             hi = key >> LO_BITS
             bucket = get(hi)
             if bucket is None:
@@ -650,6 +656,9 @@ class Rib:
                 else:
                     new._peer.best[fi] += 1
                 append(new_change(BestChange, (family, key, old, new, reason_n)))
+        if run is not None:
+            received += run.received
+            best += run.best
         ps.received[fi] += received
         ps.best[fi] += best
         return changes
@@ -784,3 +793,21 @@ class Rib:
         ps = self._peers[peer]
         fi = _FAMILY_INDEX[family]
         return ps.received[fi], ps.best[fi]
+
+
+# --- C accelerator ------------------------------------------------------------------------------
+
+def _load_accelerator() -> Callable[..., Any] | None:
+    """``_fastrib.announcer`` bound to this module's types, or None (not built, or ``PEERCTL_PURE=1``:
+    the Python loop alone, the reference the C one is tested against)."""
+    if os.environ.get("PEERCTL_PURE") == "1":
+        return None
+    try:
+        from orchestrator.rib import _fastrib
+    except ImportError:
+        return None
+    _fastrib.setup(Path, BestChange, Reason.ONLY_PATH, _LO, LO_BITS)
+    return _fastrib.announcer
+
+
+_announcer = _load_accelerator()

@@ -29,9 +29,10 @@ drops the attribute, and only errors that make the NLRI impossible to locate rai
 from __future__ import annotations
 
 import dataclasses
+import os
 import socket
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any, Final
@@ -1175,6 +1176,8 @@ def _fast_attrs(raw: bytes) -> Attributes | DecodedAttributes | None:
         atype = raw[i + 1]
         if flags & FLAG_EXTENDED:
             s = i + 4
+            if s > n:
+                return None  # (an IndexError escaped decode_plain_update here)
             length = (raw[i + 2] << 8) | raw[i + 3]
         else:
             s = i + 3
@@ -1306,18 +1309,27 @@ def decode_plain_update(body: bytes | memoryview) -> tuple[Attributes | None, li
         # Withdrawals only (the attributes, if any, are not looked at); neither: the general path.
         return (None, announce, withdraw) if withdraw and aend == astart else None
     raw = data[astart:aend]
-    cache = _CACHE[True]
-    attrs = cache.get(raw)
+    attrs = _PLAIN_CACHE.get(raw)
     if attrs is None:
-        attrs = _fast_attrs(raw)
-        if type(attrs) is not Attributes:
-            return None
-        if len(cache) >= _CACHE_LIMIT:
-            _trim(cache)
-        cache[raw] = attrs
-    elif type(attrs) is not Attributes:
+        attrs = _plain_miss(raw)
+    if type(attrs) is not Attributes:
         return None
     return attrs, announce, withdraw
+
+
+_PLAIN_CACHE: Final = _CACHE[True]
+
+
+def _plain_miss(raw: bytes) -> Attributes | None:
+    """A plain attribute block not in the cache: decoded (``_fast_attrs``) and cached when it is
+    plain; None otherwise (not cached: the general path decides). The C accelerator calls it too."""
+    attrs = _fast_attrs(raw)
+    if type(attrs) is not Attributes:
+        return None
+    if len(_PLAIN_CACHE) >= _CACHE_LIMIT:
+        _trim(_PLAIN_CACHE)
+    _PLAIN_CACHE[raw] = attrs
+    return attrs
 
 
 def _nlri4(data: bytes, i: int, n: int) -> list[int]:
@@ -1462,6 +1474,35 @@ def _family_entry(families: list[FamilyUpdate], fam: Family) -> FamilyUpdate:
     fu = FamilyUpdate(fam, None, [], [])
     families.append(fu)
     return fu
+
+
+# --- C accelerator ------------------------------------------------------------------------------------
+
+decode_plain_update_py: Final = decode_plain_update
+"""The pure-Python reference of ``decode_plain_update`` (the C accelerator is checked against it)."""
+
+PlainUpdates = Callable[[bytearray, int, str, Family], tuple[list[Any], int]]
+plain_updates: PlainUpdates | None = None
+"""``_fastpath.plain_updates`` when the accelerator is built (else None): cuts the run of plain
+UPDATEs at the front of a session's buffer and returns their ``Update`` events (see the C file)."""
+
+
+def _load_accelerator() -> None:
+    global decode_plain_update, plain_updates
+    if os.environ.get("PEERCTL_PURE") == "1":
+        return
+    try:
+        from speakers.native import _fastpath
+    except ImportError:
+        return
+    from speakers.events import Update
+
+    _fastpath.setup(_PLAIN_CACHE, _plain_miss, Attributes, Update, _ORIGINS, _trim, _CACHE_LIMIT)
+    decode_plain_update = _fastpath.plain_update
+    plain_updates = _fastpath.plain_updates
+
+
+_load_accelerator()
 
 
 __all__ = [

@@ -26,7 +26,9 @@ Theory of operation
   refresh (RFC 2918), extended messages (RFC 8654), ADD-PATH receive (RFC 7911), graceful restart
   (RFC 4724; advertised, and the peer's restart time recorded).
 * UPDATEs are decoded by ``codec.decode_plain_update`` (the plain IPv4 case; 4-byte ASNs, no
-  ADD-PATH) or else ``codec.decode_update`` straight into ``Update`` events (one per family part),
+  ADD-PATH; with the C accelerator built, ``codec.plain_updates`` takes a whole run of them off the
+  receive buffer in one call, the same events) or else ``codec.decode_update`` straight into
+  ``Update`` events (one per family part),
   ``EndOfRib`` for the RFC 4724 markers. RFC 7606: treat-as-withdraw arrives from the codec as
   withdrawals, attribute discard as a smaller attribute set; both are counted in ``errors`` and logged
   at debug level. Only a ``BgpError`` (the RFC's "session reset" cases) sends NOTIFICATION 3/x and ends
@@ -401,17 +403,23 @@ class BgpSession:
             return  # closed or closing: late bytes are ignored
         buf = self._buf
         buf += data
+        fast = 0
+        plain_updates = codec.plain_updates
+        if plain_updates is not None and self._plain and self.state is State.ESTABLISHED:
+            # The C accelerator takes the run of plain UPDATEs at the front of the buffer (what
+            # split_messages + _update would make of them); the rest goes the usual way.
+            events, fast = plain_updates(buf, self._max_size, self.config.peer, _IPV4)
+            self._events.extend(events)
         try:
             messages = codec.split_messages(buf, self._max_size)
         except BgpError as err:
+            if fast:
+                self._received(fast, now)
             self._protocol_error(err, Input.OPEN_ERROR)
             return
-        if not messages:
+        if not messages and not fast:
             return
-        self.messages_received += len(messages)
-        neg = self.negotiated
-        if neg is not None and neg.hold_time:
-            self._hold_at = now + neg.hold_time  # RFC 4271: restarted on KEEPALIVE and UPDATE
+        self._received(fast + len(messages), now)
         established = State.ESTABLISHED
         for mtype, body in messages:
             if mtype == MSG_UPDATE and self.state is established:
@@ -426,6 +434,12 @@ class BgpSession:
                 codec.split_messages(buf, self._max_size)  # only complete messages were left out
             except BgpError as err:
                 self._protocol_error(err, Input.OPEN_ERROR)
+
+    def _received(self, count: int, now: float) -> None:
+        self.messages_received += count
+        neg = self.negotiated
+        if neg is not None and neg.hold_time:
+            self._hold_at = now + neg.hold_time  # RFC 4271: restarted on KEEPALIVE and UPDATE
 
     # -- outputs ------------------------------------------------------------------------------------
 

@@ -1,0 +1,238 @@
+"""``Rib.update``'s C announcement loop (orchestrator/rib/_fastrib.c) against the Python loop alone.
+
+Random announce/withdraw/peer-down sequences over several peers and both families are applied to
+two RIBs, one with the accelerator and one without: after every step the best-path changes (in
+order), and at the end the buckets (index bytes and destinations), best paths and counters are
+identical. Then reference counts and memory over repeated loads, and GC tracking of the iterator.
+``test_accelerator_built`` fails when a C compiler and Python.h are present but the module was not
+built."""
+
+from __future__ import annotations
+
+import gc
+import os
+import shutil
+import sys
+import sysconfig
+import tracemalloc
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from orchestrator.rib import table
+from orchestrator.rib.attrs import AS_SEQUENCE, Attributes
+from orchestrator.rib.decide import DecisionOptions, Reason
+from orchestrator.rib.prefix import Family, key_from_parts
+from orchestrator.rib.table import DISCARD, LO_BITS, BestChange, Path, PeerInfo, Rib
+
+try:
+    from orchestrator.rib import _fastrib
+except ImportError:  # not built: the pure path alone
+    _fastrib = None  # type: ignore[assignment]
+
+needs_c = pytest.mark.skipif(_fastrib is None, reason="orchestrator.rib._fastrib not built")
+
+
+def test_accelerator_built() -> None:
+    header = os.path.join(sysconfig.get_paths()["include"], "Python.h")
+    if shutil.which(os.environ.get("CC", "gcc")) is None or not os.path.exists(header):
+        pytest.skip("no C compiler or no Python.h here: the accelerator is optional, the pure path runs")
+    assert _fastrib is not None, (
+        "a C compiler and Python.h are present but orchestrator.rib._fastrib is not built: "
+        "run `pip install -e .` (or `python setup.py build_ext --inplace`)"
+    )
+    if os.environ.get("PEERCTL_PURE") == "1":
+        assert table._announcer is None
+    else:
+        assert table._announcer is _fastrib.announcer
+
+
+def _c_announcer() -> Callable[..., Any]:
+    assert _fastrib is not None
+    _fastrib.setup(Path, BestChange, Reason.ONLY_PATH, table._LO, LO_BITS)  # as table does; also under PURE
+    return _fastrib.announcer
+
+
+@contextmanager
+def announcer(fn: Callable[..., Any] | None) -> Iterator[None]:
+    saved = table._announcer
+    table._announcer = fn
+    try:
+        yield
+    finally:
+        table._announcer = saved
+
+
+PEERS = [
+    PeerInfo(
+        f"p{i}",
+        65000 if i == 3 else 65001 + (i % 2),  # p3 iBGP, the others eBGP from two neighbour ASes
+        f"192.0.2.{i + 1}",
+        65000,
+        router_id=f"10.0.0.{i + 1}",
+    )
+    for i in range(4)
+]
+ATTRS = [
+    Attributes(next_hop="192.0.2.1", as_path=((AS_SEQUENCE, path),), med=med, local_pref=lp)
+    for path, med, lp in [
+        ((1,), None, None),
+        ((1, 2), 5, None),
+        ((3,), 1, 200),
+        ((3, 4, 5), None, 50),
+        ((1,), 9, None),
+        ((7, 8), 0, 100),
+    ]
+]
+NETS = (0x0A000000, 0x0A000100, 0x0A010000, 0xC6336400, 0x0A0007F0)
+V4 = [key_from_parts(net, ln, Family.IPV4) for net in NETS for ln in (8, 16, 24, 28)]  # several per bucket
+V6 = [key_from_parts((0x20010DB8 << 96) | (i << 80), ln, Family.IPV6) for i in range(3) for ln in (32, 48)]
+
+_op = st.one_of(
+    st.tuples(
+        st.just("update"),
+        st.integers(0, 3),
+        st.sampled_from([Family.IPV4, Family.IPV4, Family.IPV6]),
+        st.integers(0, len(ATTRS) - 1),
+        st.lists(st.integers(0, 19), max_size=10),
+        st.lists(st.integers(0, 19), max_size=4),
+    ),
+    st.tuples(st.just("down"), st.integers(0, 3)),
+)
+
+
+def _norm_path(p: Path | None) -> tuple[str, bytes, int] | None:
+    return None if p is None else (p.peer, p.blob, p.rank)
+
+
+def _norm_changes(changes: list[BestChange]) -> list[tuple[Any, ...]]:
+    return [(c.family, c.key, _norm_path(c.old), _norm_path(c.new), c.reason) for c in changes]
+
+
+def _state(rib: Rib) -> Any:
+    buckets = [
+        {hi: (b[0], [tuple(map(_norm_path, table._entries(d))) for d in b[1:]]) for hi, b in fam.items()}
+        for fam in rib._buckets
+    ]
+    return buckets, rib.counts(), sorted((k, _norm_path(p)) for k, p in rib.iter_best(Family.IPV4))
+
+
+def _apply(rib: Rib, op: tuple[Any, ...], record: bool) -> list[tuple[Any, ...]]:
+    if op[0] == "down":
+        return _norm_changes(rib.peer_down(PEERS[op[1]].name))
+    _, p, family, a, ann, wd = op
+    keys = V4 if family is Family.IPV4 else V6
+    changes: list[BestChange] = [] if record else DISCARD
+    rib.update(
+        PEERS[p].name,
+        family,
+        ATTRS[a],
+        [keys[i % len(keys)] for i in ann],
+        [keys[i % len(keys)] for i in wd],
+        changes,
+    )
+    if record:
+        assert all(type(c) is BestChange for c in changes)
+    return _norm_changes(changes)
+
+
+def _rib(acm: bool) -> Rib:
+    rib = Rib(DecisionOptions(always_compare_med=acm))
+    for info in PEERS:
+        rib.add_peer(info)
+    return rib
+
+
+@needs_c
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(_op, max_size=30), st.booleans(), st.booleans())
+def test_same_rib_with_and_without_the_accelerator(
+    ops: list[tuple[Any, ...]], record: bool, acm: bool
+) -> None:
+    fast = _c_announcer()
+    ref, acc = _rib(acm), _rib(acm)
+    for op in ops:
+        with announcer(None):
+            want = _apply(ref, op, record)
+        with announcer(fast):
+            got = _apply(acc, op, record)
+        assert got == want, op
+    assert _state(acc) == _state(ref)
+
+
+@needs_c
+def test_cases_it_handles_and_yields() -> None:
+    fast = _c_announcer()
+    rib = _rib(False)
+    ps = rib._peers["p0"]
+    path = rib._intern(ps, ATTRS[0])
+    other = rib._intern(ps, ATTRS[1])
+    buckets = rib._buckets[0]
+    k1, k2, k3 = V4[2], V4[6], V4[0]  # 10.0.0.0/24 and 10.0.1.0/24 share a bucket
+    assert k1 >> LO_BITS == k2 >> LO_BITS
+    changes: list[BestChange] = []
+    run = fast(buckets, path, ps, Family.IPV4, changes, [k1, k2, k1, k3, 1 << 200])
+    assert list(run) == [1 << 200]  # wider than 64 bits: handed back
+    assert (run.received, run.best) == (3, 3)
+    assert [(c.key, c.old, c.new, c.reason) for c in changes] == [
+        (k, None, path, Reason.ONLY_PATH) for k in (k1, k2, k3)
+    ]
+    assert buckets[k1 >> LO_BITS] == [table._LO[k1 & 0x7FF] + table._LO[k2 & 0x7FF], path, path]
+    assert buckets[k3 >> LO_BITS][0] is table._LO[k3 & 0x7FF]  # the shared entry
+    changes.clear()
+    run = fast(buckets, other, ps, Family.IPV4, changes, (k2,))  # our own single path: replaced
+    assert list(run) == [] and (run.received, run.best) == (0, 0)
+    assert changes == [BestChange(Family.IPV4, k2, path, other, Reason.ONLY_PATH)]
+    q = rib._intern(rib._peers["p1"], ATTRS[2])
+    assert list(fast(buckets, q, rib._peers["p1"], Family.IPV4, None, [k1, k2, 5])) == [
+        k1,
+        k2,
+    ]  # another peer's
+
+
+@needs_c
+def test_no_leaks_and_gc() -> None:
+    fast = _c_announcer()
+    keys = [key_from_parts((10 << 24) | (i << 8), 24, Family.IPV4) for i in range(5000)]
+
+    def load() -> None:
+        rib = _rib(False)
+        changes: list[BestChange] = []
+        with announcer(fast):
+            for i in range(0, len(keys), 7):
+                rib.update("p0", Family.IPV4, ATTRS[i % 3], keys[i : i + 7], [], changes)
+            rib.update("p0", Family.IPV4, ATTRS[4], keys[::2], [], changes)  # own single paths replaced
+            rib.update("p1", Family.IPV4, ATTRS[2], keys[::3], [], changes)  # decisions: the Python body
+        assert rib.counts()["families"]["ipv4"]["prefixes"] == len(keys)
+        rib.peer_down("p0")
+
+    load()
+    gc.collect()
+    refs = sys.getrefcount(Reason.ONLY_PATH), sys.getrefcount(Family.IPV4), sys.getrefcount(table._LO[0])
+    tracemalloc.start()
+    try:
+        load()
+        gc.collect()
+        base = tracemalloc.get_traced_memory()[0]
+        for _ in range(5):
+            load()
+        gc.collect()
+        grown = tracemalloc.get_traced_memory()[0] - base
+    finally:
+        tracemalloc.stop()
+    assert grown < 64 * 1024, f"{grown} bytes more after 5 loads"
+    assert (
+        sys.getrefcount(Reason.ONLY_PATH),
+        sys.getrefcount(Family.IPV4),
+        sys.getrefcount(table._LO[0]),
+    ) == refs
+    rib = _rib(False)
+    ps = rib._peers["p0"]
+    run = fast(rib._buckets[0], rib._intern(ps, ATTRS[0]), ps, Family.IPV4, [], keys)
+    assert gc.is_tracked(run) and rib._buckets[0] in gc.get_referents(run)
+    gc.collect()
+    assert list(run) == [] and run.received == len(keys)
