@@ -14,6 +14,7 @@ EXTENSIONS = [
     # Extension("package._module", ["package/_module.c"], optional=True, extra_compile_args=_FLAGS),
     Extension("speakers.native._fastpath", ["speakers/native/_fastpath.c"], optional=True, extra_compile_args=_FLAGS),
     Extension("orchestrator.rib._fastrib", ["orchestrator/rib/_fastrib.c"], optional=True, extra_compile_args=_FLAGS),
+    Extension("policies._match", ["policies/_match.c"], optional=True, extra_compile_args=_FLAGS),
 ]
 
 setup(ext_modules=EXTENSIONS)

@@ -57,6 +57,7 @@ from typing import Any, ClassVar, Final
 from orchestrator.config import PeerKind
 from orchestrator.rib.attrs import Attributes
 from orchestrator.rib.prefix import Family
+from policies import accel
 
 #: (key, network as an int of the family's width, prefix length) -> matches?
 KeyPredicate = Callable[[int, int, int], bool]
@@ -148,10 +149,14 @@ class Inline:
     and ``origin`` (the attribute set's origin AS, or None); names of ``ns`` are written ``{name}``
     (``str.format``: no other braces). Shared by every attribute set: it must not capture per-set
     values. Hashes by identity: programs with the same Inline objects share a generated loop.
+
+    ``native`` says the same for the C loop (``policies.accel``), or None (the Python loop runs):
+    ``(op, negate, *tables)`` with an ``accel.OP_*`` code and the flat tables of ``_match.Loop``.
     """
 
     lines: tuple[str, ...]
     ns: Mapping[str, Any]
+    native: tuple[Any, ...] | None = None
 
 
 def inline_predicate(pred: KeyPredicate, inline: Inline) -> KeyPredicate:
@@ -232,7 +237,8 @@ class Not(Condition):
 
         src = inline_of(inner)
         if src is not None:
-            inline_predicate(pred, Inline((*src.lines, "{hit} = not {hit}"), src.ns))
+            native = None if src.native is None else (src.native[0], not src.native[1], *src.native[2:])
+            inline_predicate(pred, Inline((*src.lines, "{hit} = not {hit}"), src.ns, native))
         return pred
 
 
@@ -447,6 +453,21 @@ def generate_loop(width: int, shape: Sequence[tuple[Inline | str | None, bool, i
     exec(compile(src, f"<import loop {'/'.join(names)}>", "exec"), ns)  # our own source, from trusted Inlines
     run: _Loop = ns["run"]
     return run
+
+
+def _native(width: int, kinds: Sequence[Inline | str | None], flags: Sequence[tuple[bool, int]],
+            names: Sequence[str], loop: _Loop) -> _Loop:
+    """``loop`` in C (``accel.native_loop``) when every step has a native form, else ``loop``."""
+    steps: list[tuple[Any, ...]] = []
+    for kind, (accepts, out), name in zip(kinds, flags, names, strict=True):
+        if kind is None:
+            native: tuple[Any, ...] = (accel.OP_ALWAYS, False)
+        elif isinstance(kind, Inline) and kind.native is not None:
+            native = kind.native
+        else:
+            return loop  # a called predicate or one without a native form: the Python loop
+        steps.append((native[0], native[1], accepts, out, name, *native[2:]))
+    return accel.native_loop(width, steps, loop)
 
 
 class ImportChain:
@@ -778,8 +799,8 @@ class ImportChain:
         shape = (width, *kinds, *names, *flags)
         loop = self._loops.get(shape)
         if loop is None:
-            loop = self._loops[shape] = generate_loop(
-                width, [(k, a, o) for k, (a, o) in zip(kinds, flags, strict=True)], names)
+            loop = self._loops[shape] = _native(width, kinds, flags, names, generate_loop(
+                width, [(k, a, o) for k, (a, o) in zip(kinds, flags, strict=True)], names))
         return tuple(accepts), loop, tuple(preds), None
 
     def program(self, ctx: PeerContext, family: Family, attrs: Attributes) -> _Program | None:

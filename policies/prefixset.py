@@ -236,6 +236,14 @@ class RangeIndex:
     def namespace(self) -> dict[str, Any]:
         return {"starts": self.starts, "values": self.values, "bnd": self.bnd, "bisect": bisect_right}
 
+    def native(self) -> tuple[array[int], array[int] | None] | None:
+        """``(starts, bnd)`` as the C loop reads them (``accel``), or None when they are not flat
+        arrays (IPv6: 128-bit starts stay Python ints)."""
+        starts, bnd = self.starts, self.bnd
+        if not isinstance(starts, array) or not (bnd is None or isinstance(bnd, array)):
+            return None
+        return starts, bnd
+
 
 def _or_masks(masks: Sequence[int]) -> int:
     out = 0

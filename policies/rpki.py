@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import enum
 import json
+from array import array
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,7 +101,7 @@ _Cand = tuple[int, int, int]  # (prefix length, max length, asn)
 class VrpTable:
     """Origin validation with one bisect per lookup."""
 
-    __slots__ = ("_idx", "_lookups", "size")
+    __slots__ = ("_flat", "_idx", "_lookups", "size")
 
     def __init__(self, vrps: Iterable[Vrp], bucket_min: int | None = None) -> None:
         per: dict[Family, list[tuple[int, int, _Cand]]] = {f: [] for f in Family}
@@ -114,6 +115,7 @@ class VrpTable:
             for f, items in per.items()
         }
         self._lookups = (self._make_lookup(Family.IPV4), self._make_lookup(Family.IPV6))
+        self._flat: dict[Family, tuple[array[int], array[int]] | None] = {}
 
     def __len__(self) -> int:
         return self.size
@@ -121,6 +123,29 @@ class VrpTable:
     def index(self, family: Family) -> RangeIndex:
         """The flattened ranges (values: tuples of the VRPs containing each), for inlined lookups."""
         return self._idx[family]
+
+    def flat(self, family: Family) -> tuple[array[int], array[int]] | None:
+        """The ranges' VRPs as flat arrays for the C loop (``accel``): ``(offsets, cands)``, range
+        ``i`` holding ``cands[offsets[i]:offsets[i + 1]]``, each ``asn << 16 | prefix length << 8 |
+        max length``. IPv4 only (None for IPv6, or when a value does not fit). Built on first use,
+        once per table (the table never changes)."""
+        if family in self._flat:
+            return self._flat[family]
+        flat: tuple[array[int], array[int]] | None = None
+        if family is Family.IPV4:
+            offsets, cands = array("I", [0]), array("Q")
+            add, end = cands.extend, offsets.append
+            try:
+                for vrps in self._idx[family].values:
+                    if vrps:
+                        add([asn << 16 | plen << 8 | maxlen if 0 <= maxlen <= 255 and 0 <= asn <= 0xFFFFFFFF
+                             else -1 for plen, maxlen, asn in vrps])  # -1: OverflowError below
+                    end(len(cands))
+                flat = offsets, cands
+            except OverflowError:
+                flat = None
+        self._flat[family] = flat
+        return flat
 
     def candidates(self, family: Family) -> Callable[[int], Sequence[_Cand]]:
         """``network -> VRPs containing it`` (possibly longer than a given route: filter by length)."""

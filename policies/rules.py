@@ -44,6 +44,7 @@ from typing import Final
 from orchestrator.config import DEFAULT_LOCAL_PREF, PeerKind
 from orchestrator.rib.attrs import AS_SEQUENCE, Attributes
 from orchestrator.rib.prefix import Family, key_length
+from policies import accel
 from policies.model import (
     Action,
     Condition,
@@ -63,7 +64,7 @@ from policies.model import (
     make_route,
     with_attrs,
 )
-from policies.prefixset import PrefixEntry, PrefixList, RangeIndex, parse_entry
+from policies.prefixset import PrefixEntry, PrefixList, parse_entry
 from policies.rpki import Validity, VrpTable, classify
 
 # Pathvector pkg/config/config.go defaults (BIRD {lo,hi} length ranges).
@@ -117,7 +118,10 @@ def bogon_list(accept_default: bool = False, extra: Iterable[str] = ()) -> Prefi
 def _list_predicate(prefixes: PrefixList, family: Family, negate: bool) -> KeyPredicate:
     idx = prefixes.index(family)
     test = "not " if negate else ""
-    inline = Inline((f"{{hit}} = {test}{{values}}[{idx.lookup_source()}] >> length & 1",), idx.namespace())
+    tables = idx.native()
+    native = None if tables is None else (accel.OP_LIST, negate, *tables, idx.values)
+    inline = Inline((f"{{hit}} = {test}{{values}}[{idx.lookup_source()}] >> length & 1",), idx.namespace(),
+                    native)
     return inline_predicate(prefixes.key_predicate(family, negate=negate), inline)
 
 
@@ -171,7 +175,8 @@ class LengthOutside(Condition):
         def pred(key: int, network: int, length: int) -> bool:
             return length < lo or length > hi
 
-        return inline_predicate(pred, Inline((f"{{hit}} = length < {lo} or length > {hi}",), {}))
+        native = (accel.OP_LENGTH, False, lo, hi)
+        return inline_predicate(pred, Inline((f"{{hit}} = length < {lo} or length > {hi}",), {}, native))
 
 
 def _path_asns(attrs: Attributes) -> Iterable[int]:
@@ -370,10 +375,15 @@ _RPKI_LINES: Final = (
 )
 
 
-def _rpki_inline(idx: RangeIndex, state: Validity) -> Inline:
+def _rpki_inline(table: VrpTable, family: Family, state: Validity) -> Inline:
+    idx = table.index(family)
     ns = {**idx.namespace(), "valid": state is Validity.VALID, "invalid": state is Validity.INVALID,
           "not_found": state is Validity.NOT_FOUND}
-    return Inline(tuple(line.replace("%s", idx.lookup_source()) for line in _RPKI_LINES), ns)
+    tables, flat = idx.native(), table.flat(family)
+    native = None
+    if tables is not None and flat is not None:
+        native = (accel.OP_RPKI, False, *tables, *flat, accel.RPKI_STATES.index(state.value))
+    return Inline(tuple(line.replace("%s", idx.lookup_source()) for line in _RPKI_LINES), ns, native)
 
 
 @dataclass(frozen=True, slots=True)
@@ -391,7 +401,7 @@ class RpkiIs(Condition):
     def source(self, family: Family) -> Inline:
         inline = self._inline.get(family)
         if inline is None:
-            inline = self._inline[family] = _rpki_inline(self.table.index(family), self.state)
+            inline = self._inline[family] = _rpki_inline(self.table, family, self.state)
         return inline
 
     def compile(self, ctx: PeerContext, family: Family, attrs: Attributes) -> bool | KeyPredicate:

@@ -96,8 +96,9 @@ def vrp_table(draw: st.DrawFn) -> VrpTable:
 
 
 @st.composite
-def condition(draw: st.DrawFn) -> Condition:
-    kind = draw(st.integers(0, 9))
+def condition(draw: st.DrawFn, native: bool = False) -> Condition:
+    """Any condition; ``native``: only those the C loop runs (not ``OddKey``; gates are per set)."""
+    kind = draw(st.sampled_from([0, 1, 2, 3, 4, 5, 6, 8, 9]) if native else st.integers(0, 9))
     cond: Condition
     if kind == 0:
         cond = InPrefixList(draw(prefix_list()))
@@ -116,7 +117,7 @@ def condition(draw: st.DrawFn) -> Condition:
     elif kind == 7:
         cond = OddKey()
     else:
-        cond = Not(draw(condition()))
+        cond = Not(draw(condition(native)))
     return cond
 
 

@@ -1,0 +1,547 @@
+/* Optional C accelerator of the import chain's per-prefix loop (policies/model.py).
+ *
+ * The Python function stays the reference: ``model.generate_loop`` writes one loop per program
+ * shape, ``run(keys, origin, preds, groups, rejected)``, which splits each prefix key into
+ * (network, length) and tests the program's steps in order; the first step that hits appends the
+ * key to its accepted group or ``(key, rule)`` to ``rejected``. ``Loop`` is the same loop for the
+ * steps this module knows (``policies.accel`` builds it from the steps' ``Inline.native``):
+ *
+ *   ALWAYS  (op 0)  hits every prefix (the default, or an unconditional statement);
+ *   LIST    (op 1)  prefix list: ``masks[index(network)] >> length & 1`` (prefixset.PrefixList);
+ *   LENGTH  (op 2)  ``length < lo or length > hi`` (rules.LengthOutside);
+ *   RPKI    (op 3)  RFC 6811 state == wanted, over the VRPs of ``index(network)`` (rules.RpkiIs);
+ *
+ * each optionally negated, where ``index`` is ``prefixset.RangeIndex.index``: a bisect over the
+ * range starts, within the top-16-bit bucket's bounds when there is a bucket table. Only IPv4
+ * (width 32) is handled here; IPv6 keeps the generated loop.
+ *
+ *   Loop(fallback, steps)            steps: tuples, see loop_new; ValueError on a bad table
+ *   loop(keys, origin, preds, groups, rejected) -> None
+ *
+ * A call handles exactly the inputs the generated loop handles the same way: keys a list or
+ * tuple of ints 0 <= key < 2**40 (``split_key`` by table covers bit lengths 0..40), ``origin``
+ * None or an int, ``groups`` a list of lists, ``rejected`` a list. For anything else it calls
+ * ``fallback`` (the generated loop) with the same arguments before touching any output, so the
+ * answer, or the exception, is the Python one.
+ *
+ * Tables are read through buffers (array.array 'Q' / 'I') acquired once by the constructor and
+ * released with the object: an exported array cannot be resized, so a table cannot change under
+ * a running loop. Every table is checked once when the Loop is built (lengths, monotone bucket
+ * and offset bounds, first start 0), so no lookup can read out of bounds.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <structmember.h>
+#include <stdint.h>
+#include <string.h>
+
+enum { OP_ALWAYS = 0, OP_LIST = 1, OP_LENGTH = 2, OP_RPKI = 3 };
+enum { RPKI_VALID = 0, RPKI_INVALID = 1, RPKI_NOT_FOUND = 2 };
+
+#define WIDTH 32
+#define BUCKET_SHIFT 16 /* WIDTH - prefixset.BUCKET_BITS */
+#define NBUCKETS (1 << (WIDTH - BUCKET_SHIFT))
+#define MAX_KEY_BITS 40 /* IPv4: one length byte + four network bytes */
+
+typedef struct {
+    int op, negate, accept, state;
+    Py_ssize_t out;
+    long long lo, hi;            /* LENGTH */
+    PyObject *name;              /* the rule name (str), in ``(key, name)`` of rejected keys */
+    Py_buffer starts, bnd, vals, offs; /* LIST: starts, bnd, vals = masks; RPKI: + offs, vals = cands */
+    int have_starts, have_bnd, have_vals, have_offs;
+    Py_ssize_t nstarts;
+} Step;
+
+typedef struct {
+    PyObject_HEAD
+    vectorcallfunc vectorcall;
+    PyObject *fallback;
+    Py_ssize_t nsteps;
+    Py_ssize_t ngroups; /* 1 + the largest output index of an accepting step (0: none) */
+    Step *steps;
+} LoopObject;
+
+static void
+step_release(Step *s)
+{
+    if (s->have_starts) PyBuffer_Release(&s->starts);
+    if (s->have_bnd) PyBuffer_Release(&s->bnd);
+    if (s->have_vals) PyBuffer_Release(&s->vals);
+    if (s->have_offs) PyBuffer_Release(&s->offs);
+    s->have_starts = s->have_bnd = s->have_vals = s->have_offs = 0;
+    Py_CLEAR(s->name);
+}
+
+/* A 1-d contiguous buffer of ``fmt`` items ('Q': 8 bytes, 'I': 4). 0 ok, -1 error set. */
+static int
+get_array(PyObject *obj, Py_buffer *view, int *have, const char *fmt, Py_ssize_t itemsize,
+          const char *what)
+{
+    if (PyObject_GetBuffer(obj, view, PyBUF_FORMAT | PyBUF_ND) < 0)
+        return -1;
+    *have = 1;
+    if (view->ndim != 1 || view->itemsize != itemsize || view->format == NULL ||
+        strcmp(view->format, fmt) != 0) {
+        PyErr_Format(PyExc_ValueError, "%s: expected a contiguous array of '%s'", what, fmt);
+        return -1;
+    }
+    return 0;
+}
+
+/* Range index tables: starts ('Q', first 0), optional bucket bounds ('I', NBUCKETS + 1 entries,
+ * non-decreasing, <= len(starts)). */
+static int
+get_index(Step *s, PyObject *starts, PyObject *bnd)
+{
+    if (get_array(starts, &s->starts, &s->have_starts, "Q", 8, "starts") < 0)
+        return -1;
+    s->nstarts = s->starts.len / 8;
+    const uint64_t *st = s->starts.buf;
+    if (s->nstarts < 1 || st[0] != 0) {
+        PyErr_SetString(PyExc_ValueError, "starts: must begin with 0");
+        return -1;
+    }
+    if (bnd == Py_None)
+        return 0;
+    if (get_array(bnd, &s->bnd, &s->have_bnd, "I", 4, "bnd") < 0)
+        return -1;
+    const uint32_t *b = s->bnd.buf;
+    if (s->bnd.len / 4 != NBUCKETS + 1) {
+        PyErr_SetString(PyExc_ValueError, "bnd: expected 65537 bucket bounds");
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i <= NBUCKETS; i++) { /* b[0] >= 1: starts[0] = 0 is <= every address */
+        if ((Py_ssize_t)b[i] > s->nstarts || b[i] < (i ? b[i - 1] : 1)) {
+            PyErr_SetString(PyExc_ValueError, "bnd: bounds must be >= 1, non-decreasing, <= len(starts)");
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* One step from its tuple:
+ *   (0, negate, accept, out, name)
+ *   (1, negate, accept, out, name, starts, bnd | None, masks)
+ *   (2, negate, accept, out, name, lo, hi)
+ *   (3, negate, accept, out, name, starts, bnd | None, offsets, cands, state)
+ * masks: 'Q', one per range. cands: 'Q', ``asn << 16 | prefix length << 8 | max length`` per VRP,
+ * the VRPs of range i being cands[offsets[i]:offsets[i + 1]] (offsets: 'I', one more than ranges,
+ * non-decreasing, last <= len(cands)). state: 0 valid, 1 invalid, 2 not found. */
+static int
+step_init(Step *s, PyObject *t)
+{
+    static const Py_ssize_t arity[] = {5, 8, 7, 10};
+    if (!PyTuple_Check(t) || PyTuple_GET_SIZE(t) < 5) {
+        PyErr_SetString(PyExc_TypeError, "a step is a tuple (op, negate, accept, out, name, ...)");
+        return -1;
+    }
+    PyObject **it = &PyTuple_GET_ITEM(t, 0);
+    long op = PyLong_AsLong(it[0]);
+    if (op == -1 && PyErr_Occurred())
+        return -1;
+    if (op < OP_ALWAYS || op > OP_RPKI || PyTuple_GET_SIZE(t) != arity[op]) {
+        PyErr_SetString(PyExc_ValueError, "step: unknown op or wrong number of items");
+        return -1;
+    }
+    s->op = (int)op;
+    if ((s->negate = PyObject_IsTrue(it[1])) < 0 || (s->accept = PyObject_IsTrue(it[2])) < 0)
+        return -1;
+    s->out = PyLong_AsSsize_t(it[3]);
+    if (s->out == -1 && PyErr_Occurred())
+        return -1;
+    if (s->accept && (s->out < 0 || s->out > 1 << 20)) { /* rejecting steps have no output (-1) */
+        PyErr_SetString(PyExc_ValueError, "step: output index out of range");
+        return -1;
+    }
+    if (!PyUnicode_Check(it[4])) {
+        PyErr_SetString(PyExc_TypeError, "step: the rule name must be a str");
+        return -1;
+    }
+    Py_INCREF(it[4]);
+    s->name = it[4];
+    switch (s->op) {
+    case OP_LIST:
+        if (get_index(s, it[5], it[6]) < 0 || get_array(it[7], &s->vals, &s->have_vals, "Q", 8, "masks") < 0)
+            return -1;
+        if (s->vals.len / 8 != s->nstarts) {
+            PyErr_SetString(PyExc_ValueError, "masks: one per range expected");
+            return -1;
+        }
+        break;
+    case OP_LENGTH:
+        s->lo = PyLong_AsLongLong(it[5]);
+        if (s->lo == -1 && PyErr_Occurred())
+            return -1;
+        s->hi = PyLong_AsLongLong(it[6]);
+        if (s->hi == -1 && PyErr_Occurred())
+            return -1;
+        break;
+    case OP_RPKI: {
+        if (get_index(s, it[5], it[6]) < 0 || get_array(it[7], &s->offs, &s->have_offs, "I", 4, "offsets") < 0 ||
+            get_array(it[8], &s->vals, &s->have_vals, "Q", 8, "cands") < 0)
+            return -1;
+        long state = PyLong_AsLong(it[9]);
+        if (state == -1 && PyErr_Occurred())
+            return -1;
+        if (state < RPKI_VALID || state > RPKI_NOT_FOUND) {
+            PyErr_SetString(PyExc_ValueError, "state: 0, 1 or 2");
+            return -1;
+        }
+        s->state = (int)state;
+        const uint32_t *o = s->offs.buf;
+        Py_ssize_t ncands = s->vals.len / 8;
+        if (s->offs.len / 4 != s->nstarts + 1) {
+            PyErr_SetString(PyExc_ValueError, "offsets: one more than ranges expected");
+            return -1;
+        }
+        for (Py_ssize_t i = 0; i <= s->nstarts; i++) {
+            if ((Py_ssize_t)o[i] > ncands || (i && o[i] < o[i - 1])) {
+                PyErr_SetString(PyExc_ValueError, "offsets: must be non-decreasing and <= len(cands)");
+                return -1;
+            }
+        }
+        break;
+    }
+    default:
+        break;
+    }
+    return 0;
+}
+
+static inline Py_ssize_t
+range_of(const Step *s, uint64_t network)
+{
+    const uint64_t *a = s->starts.buf;
+    Py_ssize_t lo = 0, hi = s->nstarts;
+    if (s->have_bnd) {
+        const uint32_t *b = s->bnd.buf;
+        uint64_t k = network >> BUCKET_SHIFT; /* network < 2**32: k < NBUCKETS */
+        lo = b[k];
+        hi = b[k + 1];
+    }
+    while (lo < hi) { /* bisect_right */
+        Py_ssize_t mid = (lo + hi) >> 1;
+        if (network < a[mid])
+            hi = mid;
+        else
+            lo = mid + 1;
+    }
+    return lo - 1; /* >= 0: starts[0] == 0 <= network, and bucket bounds are >= 1 (get_index) */
+}
+
+static inline int
+step_hits(const Step *s, uint64_t network, unsigned length, int have_origin, uint64_t origin)
+{
+    int hit;
+    switch (s->op) {
+    case OP_LIST: {
+        uint64_t mask = ((const uint64_t *)s->vals.buf)[range_of(s, network)];
+        hit = length < 64 && (mask >> length & 1);
+        break;
+    }
+    case OP_LENGTH:
+        hit = (long long)length < s->lo || (long long)length > s->hi;
+        break;
+    case OP_RPKI: {
+        Py_ssize_t r = range_of(s, network);
+        const uint32_t *o = s->offs.buf;
+        const uint64_t *c = s->vals.buf;
+        int state = RPKI_NOT_FOUND;
+        for (uint32_t j = o[r]; j < o[r + 1]; j++) {
+            uint64_t v = c[j];
+            unsigned plen = (v >> 8) & 0xff, maxlen = v & 0xff;
+            uint64_t asn = v >> 16;
+            if (plen <= length) {
+                if (have_origin && asn == origin && asn && length <= maxlen) {
+                    state = RPKI_VALID;
+                    break;
+                }
+                state = RPKI_INVALID;
+            }
+        }
+        hit = state == s->state;
+        break;
+    }
+    default:
+        hit = 1;
+        break;
+    }
+    return hit ^ s->negate;
+}
+
+static int
+loop_traverse(LoopObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->fallback);
+    for (Py_ssize_t i = 0; i < self->nsteps; i++) {
+        Step *s = &self->steps[i];
+        if (s->have_starts) Py_VISIT(s->starts.obj);
+        if (s->have_bnd) Py_VISIT(s->bnd.obj);
+        if (s->have_vals) Py_VISIT(s->vals.obj);
+        if (s->have_offs) Py_VISIT(s->offs.obj);
+    }
+    return 0;
+}
+
+static int
+loop_clear(LoopObject *self)
+{
+    Py_CLEAR(self->fallback);
+    for (Py_ssize_t i = 0; i < self->nsteps; i++)
+        step_release(&self->steps[i]);
+    PyMem_Free(self->steps);
+    self->steps = NULL;
+    self->nsteps = 0;
+    self->ngroups = 0;
+    return 0;
+}
+
+static void
+loop_dealloc(LoopObject *self)
+{
+    PyObject_GC_UnTrack(self);
+    loop_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *loop_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf, PyObject *kwnames);
+
+static PyObject *
+loop_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    PyObject *fallback, *steps;
+    static char *kwlist[] = {"fallback", "steps", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OO:Loop", kwlist, &fallback, &steps))
+        return NULL;
+    if (!PyCallable_Check(fallback)) {
+        PyErr_SetString(PyExc_TypeError, "fallback must be callable");
+        return NULL;
+    }
+    PyObject *seq = PySequence_Tuple(steps);
+    if (seq == NULL)
+        return NULL;
+    Py_ssize_t n = PyTuple_GET_SIZE(seq);
+    if (n == 0) {
+        Py_DECREF(seq);
+        PyErr_SetString(PyExc_ValueError, "a loop needs at least one step");
+        return NULL;
+    }
+    LoopObject *self = (LoopObject *)type->tp_alloc(type, 0);
+    if (self == NULL) {
+        Py_DECREF(seq);
+        return NULL;
+    }
+    self->vectorcall = loop_vectorcall;
+    Py_INCREF(fallback);
+    self->fallback = fallback;
+    self->steps = PyMem_Calloc((size_t)n, sizeof(Step));
+    if (self->steps == NULL) {
+        Py_DECREF(seq);
+        Py_DECREF(self);
+        return PyErr_NoMemory();
+    }
+    self->nsteps = n;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Step *s = &self->steps[i];
+        if (step_init(s, PyTuple_GET_ITEM(seq, i)) < 0) {
+            Py_DECREF(seq);
+            Py_DECREF(self);
+            return NULL;
+        }
+        if (s->accept && s->out + 1 > self->ngroups)
+            self->ngroups = s->out + 1;
+    }
+    Py_DECREF(seq);
+    return (PyObject *)self;
+}
+
+#define SMALL 64
+
+static PyObject *
+loop_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    LoopObject *self = (LoopObject *)callable;
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    if (kwnames != NULL || nargs != 5) {
+        PyErr_SetString(PyExc_TypeError, "loop(keys, origin, preds, groups, rejected)");
+        return NULL;
+    }
+    PyObject *keys = args[0], *origin = args[1], *groups = args[3], *rejected = args[4];
+    /* What the generated loop would treat differently (or raise on) goes to it, untouched. */
+    if (!(PyList_CheckExact(keys) || PyTuple_CheckExact(keys)) || !PyList_CheckExact(groups) ||
+        !PyList_CheckExact(rejected) || PyList_GET_SIZE(groups) < self->ngroups ||
+        !(origin == Py_None || PyLong_CheckExact(origin)))
+        goto fallback;
+    for (Py_ssize_t g = 0; g < self->ngroups; g++)
+        if (!PyList_CheckExact(PyList_GET_ITEM(groups, g)))
+            goto fallback;
+    int have_origin = 0;
+    uint64_t org = 0;
+    if (origin != Py_None) {
+        int overflow;
+        long long v = PyLong_AsLongLongAndOverflow(origin, &overflow);
+        if (v == -1 && PyErr_Occurred())
+            return NULL;
+        /* VRP ASNs are 0..2**32-1: an origin outside that equals none of them. */
+        if (!overflow && v >= 0 && v <= 0xFFFFFFFFLL) {
+            have_origin = 1;
+            org = (uint64_t)v;
+        }
+    }
+
+    /* Pass 1: own a reference to every key and its value (a finalizer run by an allocation below
+     * may change a list; the owned copy keeps this call consistent). */
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(keys);
+    PyObject *small_obj[SMALL];
+    uint64_t small_val[SMALL];
+    PyObject **objs = small_obj;
+    uint64_t *vals = small_val;
+    if (n > SMALL) {
+        objs = PyMem_Malloc((size_t)n * sizeof(PyObject *));
+        vals = PyMem_Malloc((size_t)n * sizeof(uint64_t));
+        if (objs == NULL || vals == NULL) {
+            PyMem_Free(objs);
+            PyMem_Free(vals);
+            return PyErr_NoMemory();
+        }
+    }
+    PyObject **items = PySequence_Fast_ITEMS(keys);
+    Py_ssize_t taken = 0;
+    for (; taken < n; taken++) {
+        PyObject *k = items[taken];
+        if (!PyLong_CheckExact(k))
+            break;
+        int overflow;
+        long long v = PyLong_AsLongLongAndOverflow(k, &overflow);
+        if (v == -1 && PyErr_Occurred())
+            break;
+        if (overflow || v < 0 || v >= (1LL << MAX_KEY_BITS))
+            break;
+        Py_INCREF(k);
+        objs[taken] = k;
+        vals[taken] = (uint64_t)v;
+    }
+    PyObject *result = NULL;
+    if (taken < n) {
+        if (PyErr_Occurred())
+            goto done;
+        goto release_fallback;
+    }
+
+    /* Pass 2: split each key as split_key does, first step that hits decides. */
+    for (Py_ssize_t i = 0; i < n; i++) {
+        uint64_t key = vals[i];
+        unsigned bl = key ? 64 - (unsigned)__builtin_clzll(key) : 0; /* int.bit_length */
+        unsigned sh = bl ? (((bl + 7) >> 3) - 1) << 3 : 0;
+        unsigned length = (unsigned)(key >> sh);
+        uint64_t network = bl ? (key & ((1ULL << sh) - 1)) << (WIDTH - sh) : 0;
+        for (Py_ssize_t j = 0; j < self->nsteps; j++) {
+            const Step *s = &self->steps[j];
+            if (!step_hits(s, network, length, have_origin, org))
+                continue;
+            if (s->accept) {
+                if (s->out >= PyList_GET_SIZE(groups)) {
+                    PyErr_SetString(PyExc_RuntimeError, "groups changed during the loop");
+                    goto done;
+                }
+                PyObject *group = PyList_GET_ITEM(groups, s->out);
+                if (!PyList_Check(group)) {
+                    PyErr_SetString(PyExc_RuntimeError, "groups changed during the loop");
+                    goto done;
+                }
+                if (PyList_Append(group, objs[i]) < 0)
+                    goto done;
+            } else {
+                PyObject *pair = PyTuple_Pack(2, objs[i], s->name);
+                if (pair == NULL)
+                    goto done;
+                int rc = PyList_Append(rejected, pair);
+                Py_DECREF(pair);
+                if (rc < 0)
+                    goto done;
+            }
+            break;
+        }
+    }
+    Py_INCREF(Py_None);
+    result = Py_None;
+    goto done;
+
+release_fallback:
+    for (Py_ssize_t i = 0; i < taken; i++)
+        Py_DECREF(objs[i]);
+    taken = 0;
+    if (objs != small_obj) {
+        PyMem_Free(objs);
+        PyMem_Free(vals);
+    }
+fallback:
+    return PyObject_Vectorcall(self->fallback, args, nargsf, kwnames);
+
+done:
+    for (Py_ssize_t i = 0; i < taken; i++)
+        Py_DECREF(objs[i]);
+    if (objs != small_obj) {
+        PyMem_Free(objs);
+        PyMem_Free(vals);
+    }
+    return result;
+}
+
+static PyObject *
+loop_get_steps(LoopObject *self, void *closure)
+{
+    return PyLong_FromSsize_t(self->nsteps);
+}
+
+static PyGetSetDef loop_getset[] = {
+    {"steps", (getter)loop_get_steps, NULL, "number of steps", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyMemberDef loop_members[] = {
+    {"__vectorcalloffset__", T_PYSSIZET, offsetof(LoopObject, vectorcall), READONLY, NULL},
+    {"fallback", T_OBJECT, offsetof(LoopObject, fallback), READONLY, "the generated Python loop"},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyTypeObject LoopType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "policies._match.Loop",
+    .tp_doc = PyDoc_STR("Loop(fallback, steps): the import chain's per-prefix loop in C (see the module)."),
+    .tp_basicsize = sizeof(LoopObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_new = loop_new,
+    .tp_dealloc = (destructor)loop_dealloc,
+    .tp_traverse = (traverseproc)loop_traverse,
+    .tp_clear = (inquiry)loop_clear,
+    .tp_call = PyVectorcall_Call,
+    .tp_vectorcall_offset = offsetof(LoopObject, vectorcall),
+    .tp_getset = loop_getset,
+    .tp_members = loop_members,
+};
+
+static struct PyModuleDef matchmodule = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "policies._match",
+    .m_doc = PyDoc_STR("C accelerator of the import chain's per-prefix loop (see policies/accel.py)."),
+    .m_size = -1,
+};
+
+PyMODINIT_FUNC
+PyInit__match(void)
+{
+    if (PyType_Ready(&LoopType) < 0)
+        return NULL;
+    PyObject *m = PyModule_Create(&matchmodule);
+    if (m == NULL)
+        return NULL;
+    Py_INCREF(&LoopType);
+    if (PyModule_AddObject(m, "Loop", (PyObject *)&LoopType) < 0) {
+        Py_DECREF(&LoopType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

@@ -1,0 +1,65 @@
+"""The optional C per-prefix loop of the import chain (``policies/_match.c``) and its fallback.
+
+Theory of operation
+-------------------
+``model.generate_loop`` writes the per-prefix loop of a program shape as Python source; that loop is
+the reference. When every step of a shape is one the C module knows (a prefix list, a length bound,
+an RPKI state, or "always"; each an ``Inline`` whose ``native`` describes it, see ``model.Inline``)
+and the family is IPv4, ``native_loop`` wraps the generated loop in a ``_match.Loop``: same call,
+same outputs, one C call per UPDATE for all its keys, and the generated loop still runs any call the
+C code does not take as is (odd key or origin types, keys out of range: see the C module).
+
+The tables reach C as flat arrays (``array`` 'Q'/'I' of ``RangeIndex`` and ``VrpTable.flat``),
+exported for as long as the loop lives, so they cannot be resized under it; they are built once per
+list or VRP load and never change.
+
+``PEERCTL_PURE=1`` in the environment (read at import) or a missing build leaves ``MODULE`` None:
+``native_loop`` then returns the generated loop itself.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from types import ModuleType
+from typing import Any, Final, TypeVar
+
+F = TypeVar("F", bound=Callable[..., None])
+
+# Step op codes of _match.c.
+OP_ALWAYS: Final = 0
+OP_LIST: Final = 1
+OP_LENGTH: Final = 2
+OP_RPKI: Final = 3
+
+#: ``Inline.native`` of an RPKI step compares the state by these codes (0 valid, 1 invalid, 2 none).
+RPKI_STATES: Final = ("valid", "invalid", "not-found")
+
+
+def _load() -> ModuleType | None:
+    if os.environ.get("PEERCTL_PURE") == "1":
+        return None
+    try:
+        from policies import _match
+    except ImportError:
+        return None
+    return _match
+
+
+MODULE: ModuleType | None = _load()
+
+
+def native_loop(width: int, steps: Sequence[tuple[Any, ...]], fallback: F) -> F:
+    """``fallback`` (the generated loop) run in C when possible, else ``fallback`` itself.
+
+    ``steps``: per step ``(op, negate, accept, output index, rule name, *tables)`` as ``_match.Loop``
+    takes them. A table C refuses (a ValueError/TypeError/BufferError from the constructor: wrong
+    array type, an inconsistent index) keeps the Python loop.
+    """
+    if MODULE is None or width != 32 or not steps:
+        return fallback
+    try:
+        loop: F = MODULE.Loop(fallback, tuple(steps))
+    except (ValueError, TypeError, BufferError, OverflowError):
+        return fallback
+    return loop
