@@ -522,6 +522,174 @@ static PyTypeObject LoopType = {
     .tp_members = loop_members,
 };
 
+/* ---------------------------------------------------------------------------------------------
+ * Copier(type, slots, replaced, fallback): ``copier(obj, *values)`` is a new ``type`` object with
+ * every slot of ``obj`` copied but the ``replaced`` ones, set to ``values`` in that order; what
+ * ``Attributes.fast(obj.next_hop, ..., <values in their places>)`` builds, without the Python
+ * attribute reads and slot setters. ``slots``: all of the type's slots (its ``__slots__``; the type
+ * must derive from object directly, with no ``__dict__``), each an object slot. An ``obj`` of
+ * another type, or with an unset slot, goes to ``fallback(obj, *values)``.
+ */
+
+typedef struct {
+    PyObject_HEAD
+    vectorcallfunc vectorcall;
+    PyTypeObject *type;
+    PyObject *fallback;
+    Py_ssize_t nslots, nrep;
+    Py_ssize_t off[32];   /* offsets of the slots */
+    Py_ssize_t rep[32];   /* per slot: index of its value among the call's values, or -1 (copied) */
+} CopierObject;
+
+static Py_ssize_t
+slot_offset(PyTypeObject *type, PyObject *name)
+{
+    PyObject *d = PyDict_GetItemWithError(type->tp_dict, name); /* borrowed */
+    if (d == NULL || Py_TYPE(d) != &PyMemberDescr_Type) {
+        if (!PyErr_Occurred())
+            PyErr_Format(PyExc_ValueError, "%s.%U is not a slot", type->tp_name, name);
+        return -1;
+    }
+    PyMemberDef *m = ((PyMemberDescrObject *)d)->d_member;
+    if (m->type != T_OBJECT_EX || m->offset <= 0 || m->offset + (Py_ssize_t)sizeof(PyObject *) > type->tp_basicsize) {
+        PyErr_Format(PyExc_ValueError, "%s.%U is not an object slot", type->tp_name, name);
+        return -1;
+    }
+    return m->offset;
+}
+
+static PyObject *
+copier_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    CopierObject *self = (CopierObject *)callable;
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    if (kwnames != NULL || nargs != 1 + self->nrep) {
+        PyErr_Format(PyExc_TypeError, "copier(obj, *values) takes %zd positional arguments", 1 + self->nrep);
+        return NULL;
+    }
+    PyObject *obj = args[0];
+    if (Py_TYPE(obj) != self->type)
+        return PyObject_Vectorcall(self->fallback, args, nargsf, kwnames);
+    PyObject *out = self->type->tp_alloc(self->type, 0);
+    if (out == NULL)
+        return NULL;
+    for (Py_ssize_t k = 0; k < self->nslots; k++) { /* no allocation (no Python code) from here on */
+        PyObject *v = self->rep[k] < 0 ? *(PyObject **)((char *)obj + self->off[k]) : args[1 + self->rep[k]];
+        if (v == NULL) { /* an unset slot: the Python function raises AttributeError */
+            Py_DECREF(out);
+            return PyObject_Vectorcall(self->fallback, args, nargsf, kwnames);
+        }
+        Py_INCREF(v);
+        Py_XSETREF(*(PyObject **)((char *)out + self->off[k]), v);
+    }
+    return out;
+}
+
+static PyObject *
+copier_new(PyTypeObject *cls, PyObject *args, PyObject *kwds)
+{
+    PyObject *type, *slots, *replaced, *fallback;
+    static char *kwlist[] = {"type", "slots", "replaced", "fallback", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!O!O!O:Copier", kwlist, &PyType_Type, &type, &PyTuple_Type,
+                                     &slots, &PyTuple_Type, &replaced, &fallback))
+        return NULL;
+    PyTypeObject *t = (PyTypeObject *)type;
+    Py_ssize_t n = PyTuple_GET_SIZE(slots), nrep = PyTuple_GET_SIZE(replaced);
+    if (!PyCallable_Check(fallback)) {
+        PyErr_SetString(PyExc_TypeError, "fallback must be callable");
+        return NULL;
+    }
+    if (t->tp_base != &PyBaseObject_Type || t->tp_dictoffset != 0 || n < 1 || n > 32 || nrep > n) {
+        PyErr_SetString(PyExc_ValueError, "Copier: a slotted type deriving from object, 1..32 slots");
+        return NULL;
+    }
+    CopierObject *self = (CopierObject *)cls->tp_alloc(cls, 0);
+    if (self == NULL)
+        return NULL;
+    self->vectorcall = copier_vectorcall;
+    Py_INCREF(type);
+    self->type = t;
+    Py_INCREF(fallback);
+    self->fallback = fallback;
+    self->nslots = n;
+    self->nrep = nrep;
+    for (Py_ssize_t k = 0; k < n; k++) {
+        PyObject *name = PyTuple_GET_ITEM(slots, k);
+        if (!PyUnicode_Check(name) || (self->off[k] = slot_offset(t, name)) < 0) {
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_TypeError, "slot names must be str");
+            Py_DECREF(self);
+            return NULL;
+        }
+        self->rep[k] = -1;
+        for (Py_ssize_t r = 0; r < nrep; r++) {
+            int eq = PyObject_RichCompareBool(name, PyTuple_GET_ITEM(replaced, r), Py_EQ);
+            if (eq < 0) {
+                Py_DECREF(self);
+                return NULL;
+            }
+            if (eq)
+                self->rep[k] = r;
+        }
+    }
+    for (Py_ssize_t r = 0; r < nrep; r++) { /* every replaced name is one of the slots */
+        int found = 0;
+        for (Py_ssize_t k = 0; k < n; k++)
+            found |= self->rep[k] == r;
+        if (!found) {
+            PyErr_SetString(PyExc_ValueError, "Copier: a replaced name is not among the slots");
+            Py_DECREF(self);
+            return NULL;
+        }
+    }
+    return (PyObject *)self;
+}
+
+static int
+copier_traverse(CopierObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->type);
+    Py_VISIT(self->fallback);
+    return 0;
+}
+
+static int
+copier_clear(CopierObject *self)
+{
+    Py_CLEAR(self->type);
+    Py_CLEAR(self->fallback);
+    return 0;
+}
+
+static void
+copier_dealloc(CopierObject *self)
+{
+    PyObject_GC_UnTrack(self);
+    copier_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyMemberDef copier_members[] = {
+    {"__vectorcalloffset__", T_PYSSIZET, offsetof(CopierObject, vectorcall), READONLY, NULL},
+    {"fallback", T_OBJECT, offsetof(CopierObject, fallback), READONLY, "the Python function it stands for"},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyTypeObject CopierType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "policies._match.Copier",
+    .tp_doc = PyDoc_STR("Copier(type, slots, replaced, fallback): copy a slotted object with some slots replaced."),
+    .tp_basicsize = sizeof(CopierObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_new = copier_new,
+    .tp_dealloc = (destructor)copier_dealloc,
+    .tp_traverse = (traverseproc)copier_traverse,
+    .tp_clear = (inquiry)copier_clear,
+    .tp_call = PyVectorcall_Call,
+    .tp_vectorcall_offset = offsetof(CopierObject, vectorcall),
+    .tp_members = copier_members,
+};
+
 static struct PyModuleDef matchmodule = {
     PyModuleDef_HEAD_INIT,
     .m_name = "policies._match",
@@ -532,14 +700,12 @@ static struct PyModuleDef matchmodule = {
 PyMODINIT_FUNC
 PyInit__match(void)
 {
-    if (PyType_Ready(&LoopType) < 0)
+    if (PyType_Ready(&LoopType) < 0 || PyType_Ready(&CopierType) < 0)
         return NULL;
     PyObject *m = PyModule_Create(&matchmodule);
     if (m == NULL)
         return NULL;
-    Py_INCREF(&LoopType);
-    if (PyModule_AddObject(m, "Loop", (PyObject *)&LoopType) < 0) {
-        Py_DECREF(&LoopType);
+    if (PyModule_AddType(m, &LoopType) < 0 || PyModule_AddType(m, &CopierType) < 0) {
         Py_DECREF(m);
         return NULL;
     }

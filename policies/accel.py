@@ -13,8 +13,12 @@ The tables reach C as flat arrays (``array`` 'Q'/'I' of ``RangeIndex`` and ``Vrp
 exported for as long as the loop lives, so they cannot be resized under it; they are built once per
 list or VRP load and never change.
 
+``copier`` does the same for the one per-set cost that is mostly object building: the import
+action's new ``Attributes`` (``rules.ImportAttributes``), a copy of the received set with three
+fields replaced, by ``_match.Copier`` (slot pointers copied in C) instead of ``Attributes.fast``.
+
 ``PEERCTL_PURE=1`` in the environment (read at import) or a missing build leaves ``MODULE`` None:
-``native_loop`` then returns the generated loop itself.
+``native_loop`` and ``copier`` then return the Python function itself.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from collections.abc import Callable, Sequence
 from types import ModuleType
 from typing import Any, Final, TypeVar
 
-F = TypeVar("F", bound=Callable[..., None])
+F = TypeVar("F", bound=Callable[..., Any])
 
 # Step op codes of _match.c.
 OP_ALWAYS: Final = 0
@@ -63,3 +67,16 @@ def native_loop(width: int, steps: Sequence[tuple[Any, ...]], fallback: F) -> F:
     except (ValueError, TypeError, BufferError, OverflowError):
         return fallback
     return loop
+
+
+def copier(cls: type, replaced: tuple[str, ...], fallback: F) -> F:
+    """``fallback(obj, *values)`` (which must build a ``cls`` copying ``obj``'s slots but ``replaced``,
+    set to ``values``) done by ``_match.Copier`` when it is built and ``cls`` is a plain slotted
+    class, else ``fallback`` itself."""
+    if MODULE is None:
+        return fallback
+    try:
+        made: F = MODULE.Copier(cls, tuple(vars(cls)["__slots__"]), replaced, fallback)
+    except (KeyError, ValueError, TypeError):
+        return fallback
+    return made

@@ -366,3 +366,78 @@ def test_no_leaks() -> None:
         tracemalloc.stop()
     assert grown < 64 * 1024, grown
     assert (sys.getrefcount(probe), sys.getrefcount(rule)) == refs
+
+
+# ---------------------------------------------------------------------------------------------------
+# Copier: the import action's new attribute set built by slot copies.
+
+REPLACED = ("local_pref", "communities", "large_communities", "raw4")
+
+
+@st.composite
+def attributes(draw: st.DrawFn) -> Attributes:
+    a = Attributes(next_hop=draw(st.sampled_from(["", "192.0.2.1", "2001:db8::1"])),
+                   as_path=draw(st.sampled_from(ORIGINS)), med=draw(st.sampled_from([None, 0, 7])),
+                   local_pref=draw(st.sampled_from([None, 100])),
+                   communities=tuple(draw(st.lists(st.integers(0, 1 << 32), max_size=3))),
+                   atomic_aggregate=draw(st.booleans()),
+                   aggregator=draw(st.sampled_from([None, (1, "1.2.3.4")])),
+                   other=draw(st.sampled_from([(), ((0xC0, 99, b"x"),)])))
+    if draw(st.booleans()):
+        vars(Attributes)["raw4"].__set__(a, b"\x40\x01\x01\x00")  # as the native codec fills it
+    return a
+
+
+@needs_c
+@settings(max_examples=200, deadline=None)
+@given(attributes(), st.sampled_from([None, 50, 200]), st.lists(st.integers(0, 9), max_size=3).map(tuple),
+       st.sampled_from([(), ((1, 2, 3),)]))
+def test_copier_equals_attributes_fast(a: Attributes, local_pref: int | None, comms: tuple[int, ...],
+                                       large: tuple[tuple[int, int, int], ...]) -> None:
+    assert MATCH is not None
+    from policies.rules import _with_import_py
+    copy = MATCH.Copier(Attributes, tuple(vars(Attributes)["__slots__"]), REPLACED, _with_import_py)
+    got, want = copy(a, local_pref, comms, large, b""), _with_import_py(a, local_pref, comms, large, b"")
+    assert type(got) is Attributes and got == want and hash(got) == hash(want)
+    assert [getattr(got, s) for s in vars(Attributes)["__slots__"]] == \
+        [getattr(want, s) for s in vars(Attributes)["__slots__"]]  # raw4 too (not part of ==)
+    assert got.raw4 == b"" and got.local_pref is local_pref and got.communities is comms
+
+
+class Plain:
+    pass
+
+
+@needs_c
+def test_copier_refuses_and_falls_back() -> None:
+    assert MATCH is not None
+    slots = tuple(vars(Attributes)["__slots__"])
+    from policies.rules import _with_import_py
+    for args in ((Plain, ("x",), (), _with_import_py), (Attributes, (*slots, "nope"), (), _with_import_py),
+                 (Attributes, slots, ("nope",), _with_import_py), (Attributes, slots, REPLACED, "no"),
+                 (Attributes, ("__init__",), (), _with_import_py)):
+        with pytest.raises((ValueError, TypeError)):
+            MATCH.Copier(*args)
+    copy = MATCH.Copier(Attributes, slots, REPLACED, _with_import_py)
+    with pytest.raises(AttributeError):  # not an Attributes: the Python function's own error
+        copy(Plain(), 1, (), (), b"")
+    unset = object.__new__(Attributes)  # every slot unset
+    with pytest.raises(AttributeError):
+        copy(unset, 1, (), (), b"")
+    with pytest.raises(TypeError):
+        copy(Attributes(), 1, (), ())
+    a, comms = Attributes(as_path=((AS_SEQUENCE, (1, 2)),)), (1, 2)
+    for _ in range(100):
+        copy(a, 1, comms, (), b"")
+    gc.collect()
+    refs = sys.getrefcount(a.as_path), sys.getrefcount(comms), sys.getrefcount(a)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for _ in range(20_000):
+            copy(a, 1, comms, (), b"")
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert grown < 16 * 1024, grown
+    assert (sys.getrefcount(a.as_path), sys.getrefcount(comms), sys.getrefcount(a)) == refs
