@@ -523,6 +523,271 @@ static PyTypeObject LoopType = {
 };
 
 /* ---------------------------------------------------------------------------------------------
+ * Gates(gates): the import chain's attribute gates of one peer (policies/rules.py, each
+ * ``Condition.bind``'s test) in one call: ``gates(as_path)`` is the index of the first gate that
+ * fires, -1 when none does, or None when the path is not the plain shape handled here (a tuple of
+ * (int, tuple of ints) segments, ints within 64 bits, at most MAX_PATH ASNs): the Python tests
+ * then run. Gates, each a tuple:
+ *   (0, starts, ends)   an ASN in a range: bisect_right(starts, asn) - 1 = i >= 0, asn <= ends[i]
+ *                       ('q' arrays: PathHasAsnIn's sorted inclusive ranges)
+ *   (1, asn)            the path holds ``asn`` (PathHasLocalAs)
+ *   (2, limit)          RFC 4271 9.1.2.2 a) length > limit: sequence = its ASNs, set = 1 (PathLongerThan)
+ *   (3, peer)           the first AS of the first non-empty sequence (Attributes.neighbor_as) is
+ *                       not ``peer``, or there is none (FirstAsNotPeer)
+ *   (4, asns)           the path holds one of ``asns`` (sorted 'q' array; PathHasTransitAs)
+ *   (5,)                never fires
+ */
+
+#define MAX_PATH 256
+#define SEG_SET 1
+#define SEG_SEQUENCE 2
+
+enum { GATE_ASN_IN = 0, GATE_HAS = 1, GATE_LONGER = 2, GATE_FIRST_NOT = 3, GATE_ANY_IN = 4, GATE_NEVER = 5 };
+
+typedef struct {
+    int kind;
+    long long value;
+    Py_buffer a, b; /* ASN_IN: starts, ends; ANY_IN: a = sorted ASNs */
+    int have_a, have_b;
+    Py_ssize_t n;
+} Gate;
+
+typedef struct {
+    PyObject_HEAD
+    vectorcallfunc vectorcall;
+    Py_ssize_t ngates;
+    Gate *gates;
+} GatesObject;
+
+static void
+gates_release(GatesObject *self)
+{
+    for (Py_ssize_t i = 0; i < self->ngates; i++) {
+        Gate *g = &self->gates[i];
+        if (g->have_a) PyBuffer_Release(&g->a);
+        if (g->have_b) PyBuffer_Release(&g->b);
+        g->have_a = g->have_b = 0;
+    }
+    PyMem_Free(self->gates);
+    self->gates = NULL;
+    self->ngates = 0;
+}
+
+static void
+gates_dealloc(GatesObject *self)
+{
+    gates_release(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static int
+gate_init(Gate *g, PyObject *t)
+{
+    static const Py_ssize_t arity[] = {3, 2, 2, 2, 2, 1};
+    if (!PyTuple_Check(t) || PyTuple_GET_SIZE(t) < 1) {
+        PyErr_SetString(PyExc_TypeError, "a gate is a tuple (kind, ...)");
+        return -1;
+    }
+    long kind = PyLong_AsLong(PyTuple_GET_ITEM(t, 0));
+    if (kind == -1 && PyErr_Occurred())
+        return -1;
+    if (kind < GATE_ASN_IN || kind > GATE_NEVER || PyTuple_GET_SIZE(t) != arity[kind]) {
+        PyErr_SetString(PyExc_ValueError, "gate: unknown kind or wrong number of items");
+        return -1;
+    }
+    g->kind = (int)kind;
+    switch (g->kind) {
+    case GATE_ASN_IN:
+        if (get_array(PyTuple_GET_ITEM(t, 1), &g->a, &g->have_a, "q", 8, "starts") < 0 ||
+            get_array(PyTuple_GET_ITEM(t, 2), &g->b, &g->have_b, "q", 8, "ends") < 0)
+            return -1;
+        g->n = g->a.len / 8;
+        if (g->b.len / 8 != g->n) {
+            PyErr_SetString(PyExc_ValueError, "gate: one end per start");
+            return -1;
+        }
+        break;
+    case GATE_ANY_IN:
+        if (get_array(PyTuple_GET_ITEM(t, 1), &g->a, &g->have_a, "q", 8, "asns") < 0)
+            return -1;
+        g->n = g->a.len / 8;
+        break;
+    case GATE_HAS:
+    case GATE_LONGER:
+    case GATE_FIRST_NOT:
+        g->value = PyLong_AsLongLong(PyTuple_GET_ITEM(t, 1));
+        if (g->value == -1 && PyErr_Occurred())
+            return -1;
+        break;
+    default:
+        break;
+    }
+    return 0;
+}
+
+static PyObject *gates_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf, PyObject *kwnames);
+
+static PyObject *
+gates_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    PyObject *spec;
+    static char *kwlist[] = {"gates", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O:Gates", kwlist, &spec))
+        return NULL;
+    PyObject *seq = PySequence_Tuple(spec);
+    if (seq == NULL)
+        return NULL;
+    Py_ssize_t n = PyTuple_GET_SIZE(seq);
+    GatesObject *self = (GatesObject *)type->tp_alloc(type, 0);
+    if (self == NULL) {
+        Py_DECREF(seq);
+        return NULL;
+    }
+    self->vectorcall = gates_vectorcall;
+    self->gates = PyMem_Calloc(n ? (size_t)n : 1, sizeof(Gate));
+    if (self->gates == NULL) {
+        Py_DECREF(seq);
+        Py_DECREF(self);
+        return PyErr_NoMemory();
+    }
+    self->ngates = n;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (gate_init(&self->gates[i], PyTuple_GET_ITEM(seq, i)) < 0) {
+            Py_DECREF(seq);
+            Py_DECREF(self);
+            return NULL;
+        }
+    }
+    Py_DECREF(seq);
+    return (PyObject *)self;
+}
+
+static inline Py_ssize_t
+bisect_right_q(const long long *a, Py_ssize_t n, long long x)
+{
+    Py_ssize_t lo = 0, hi = n;
+    while (lo < hi) {
+        Py_ssize_t mid = (lo + hi) >> 1;
+        if (x < a[mid])
+            hi = mid;
+        else
+            lo = mid + 1;
+    }
+    return lo;
+}
+
+static PyObject *
+gates_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    GatesObject *self = (GatesObject *)callable;
+    if (kwnames != NULL || PyVectorcall_NARGS(nargsf) != 1) {
+        PyErr_SetString(PyExc_TypeError, "gates(as_path)");
+        return NULL;
+    }
+    /* The path, flattened: segment types and where each segment's ASNs start in ``asn``. */
+    PyObject *path = args[0];
+    if (!PyTuple_CheckExact(path) || PyTuple_GET_SIZE(path) > MAX_PATH)
+        Py_RETURN_NONE;
+    Py_ssize_t nseg = PyTuple_GET_SIZE(path), total = 0;
+    long long asn[MAX_PATH];
+    long seg_type[MAX_PATH];
+    Py_ssize_t seg_start[MAX_PATH + 1];
+    for (Py_ssize_t s = 0; s < nseg; s++) {
+        PyObject *seg = PyTuple_GET_ITEM(path, s);
+        if (!PyTuple_CheckExact(seg) || PyTuple_GET_SIZE(seg) != 2)
+            Py_RETURN_NONE;
+        PyObject *st = PyTuple_GET_ITEM(seg, 0), *asns = PyTuple_GET_ITEM(seg, 1);
+        if (!PyLong_CheckExact(st) || !PyTuple_CheckExact(asns))
+            Py_RETURN_NONE;
+        int overflow;
+        long t = PyLong_AsLongAndOverflow(st, &overflow);
+        if (overflow)
+            Py_RETURN_NONE;
+        seg_type[s] = t;
+        seg_start[s] = total;
+        Py_ssize_t k = PyTuple_GET_SIZE(asns);
+        if (total + k > MAX_PATH)
+            Py_RETURN_NONE;
+        for (Py_ssize_t j = 0; j < k; j++) {
+            PyObject *x = PyTuple_GET_ITEM(asns, j);
+            if (!PyLong_CheckExact(x))
+                Py_RETURN_NONE;
+            asn[total] = PyLong_AsLongLongAndOverflow(x, &overflow);
+            if (overflow)
+                Py_RETURN_NONE;
+            total++;
+        }
+    }
+    seg_start[nseg] = total;
+    for (Py_ssize_t i = 0; i < self->ngates; i++) {
+        const Gate *g = &self->gates[i];
+        int fires = 0;
+        switch (g->kind) {
+        case GATE_ASN_IN: {
+            const long long *starts = g->a.buf, *ends = g->b.buf;
+            for (Py_ssize_t j = 0; j < total && !fires; j++) {
+                Py_ssize_t r = bisect_right_q(starts, g->n, asn[j]) - 1;
+                fires = r >= 0 && asn[j] <= ends[r];
+            }
+            break;
+        }
+        case GATE_ANY_IN: {
+            const long long *set = g->a.buf;
+            for (Py_ssize_t j = 0; j < total && !fires; j++) {
+                Py_ssize_t r = bisect_right_q(set, g->n, asn[j]) - 1;
+                fires = r >= 0 && set[r] == asn[j];
+            }
+            break;
+        }
+        case GATE_HAS:
+            for (Py_ssize_t j = 0; j < total && !fires; j++)
+                fires = asn[j] == g->value;
+            break;
+        case GATE_LONGER: {
+            long long length = 0;
+            for (Py_ssize_t s = 0; s < nseg; s++)
+                length += seg_type[s] == SEG_SEQUENCE ? seg_start[s + 1] - seg_start[s] : seg_type[s] == SEG_SET;
+            fires = length > g->value;
+            break;
+        }
+        case GATE_FIRST_NOT: {
+            fires = 1; /* no first AS: None != peer */
+            for (Py_ssize_t s = 0; s < nseg; s++) {
+                if (seg_type[s] == SEG_SEQUENCE && seg_start[s + 1] > seg_start[s]) {
+                    fires = asn[seg_start[s]] != g->value;
+                    break;
+                }
+            }
+            break;
+        }
+        default:
+            break;
+        }
+        if (fires)
+            return PyLong_FromSsize_t(i);
+    }
+    return PyLong_FromLong(-1);
+}
+
+static PyMemberDef gates_members[] = {
+    {"__vectorcalloffset__", T_PYSSIZET, offsetof(GatesObject, vectorcall), READONLY, NULL},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyTypeObject GatesType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "policies._match.Gates",
+    .tp_doc = PyDoc_STR("Gates(gates): the index of the first attribute gate that fires on an AS path."),
+    .tp_basicsize = sizeof(GatesObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_new = gates_new,
+    .tp_dealloc = (destructor)gates_dealloc,
+    .tp_call = PyVectorcall_Call,
+    .tp_vectorcall_offset = offsetof(GatesObject, vectorcall),
+    .tp_members = gates_members,
+};
+
+/* ---------------------------------------------------------------------------------------------
  * Copier(type, slots, replaced, fallback): ``copier(obj, *values)`` is a new ``type`` object with
  * every slot of ``obj`` copied but the ``replaced`` ones, set to ``values`` in that order; what
  * ``Attributes.fast(obj.next_hop, ..., <values in their places>)`` builds, without the Python
@@ -700,12 +965,13 @@ static struct PyModuleDef matchmodule = {
 PyMODINIT_FUNC
 PyInit__match(void)
 {
-    if (PyType_Ready(&LoopType) < 0 || PyType_Ready(&CopierType) < 0)
+    if (PyType_Ready(&LoopType) < 0 || PyType_Ready(&CopierType) < 0 || PyType_Ready(&GatesType) < 0)
         return NULL;
     PyObject *m = PyModule_Create(&matchmodule);
     if (m == NULL)
         return NULL;
-    if (PyModule_AddType(m, &LoopType) < 0 || PyModule_AddType(m, &CopierType) < 0) {
+    if (PyModule_AddType(m, &LoopType) < 0 || PyModule_AddType(m, &CopierType) < 0 ||
+        PyModule_AddType(m, &GatesType) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -17,8 +17,12 @@ list or VRP load and never change.
 action's new ``Attributes`` (``rules.ImportAttributes``), a copy of the received set with three
 fields replaced, by ``_match.Copier`` (slot pointers copied in C) instead of ``Attributes.fast``.
 
+``gates`` runs a peer's attribute gates (bogon ASN, local AS, path length, first AS, transit ASN:
+the ``Condition.bind`` tests that carry a ``native`` form) over an AS path in one call, where the
+Python tests cost a call and a loop over the path each; a path of another shape is left to them.
+
 ``PEERCTL_PURE=1`` in the environment (read at import) or a missing build leaves ``MODULE`` None:
-``native_loop`` and ``copier`` then return the Python function itself.
+``native_loop`` and ``copier`` then return the Python function itself, ``gates`` None.
 """
 
 from __future__ import annotations
@@ -35,6 +39,14 @@ OP_ALWAYS: Final = 0
 OP_LIST: Final = 1
 OP_LENGTH: Final = 2
 OP_RPKI: Final = 3
+
+# Gate kinds of _match.Gates (``model.native_gate``).
+GATE_ASN_IN: Final = 0
+GATE_HAS: Final = 1
+GATE_LONGER: Final = 2
+GATE_FIRST_NOT: Final = 3
+GATE_ANY_IN: Final = 4
+GATE_NEVER: Final = 5
 
 #: ``Inline.native`` of an RPKI step compares the state by these codes (0 valid, 1 invalid, 2 none).
 RPKI_STATES: Final = ("valid", "invalid", "not-found")
@@ -79,4 +91,16 @@ def copier(cls: type, replaced: tuple[str, ...], fallback: F) -> F:
         made: F = MODULE.Copier(cls, tuple(vars(cls)["__slots__"]), replaced, fallback)
     except (KeyError, ValueError, TypeError):
         return fallback
+    return made
+
+
+def gates(natives: Sequence[tuple[Any, ...]]) -> Callable[[Any], int | None] | None:
+    """``_match.Gates`` over these gate forms (``as_path -> index of the first that fires, -1, or
+    None``), or None when the module is absent or refuses one (a value past 64 bits)."""
+    if MODULE is None:
+        return None
+    try:
+        made: Callable[[Any], int | None] = MODULE.Gates(tuple(natives))
+    except (ValueError, TypeError, OverflowError, BufferError):
+        return None
     return made

@@ -165,6 +165,14 @@ def inline_predicate(pred: KeyPredicate, inline: Inline) -> KeyPredicate:
     return pred
 
 
+def native_gate(test: Callable[[Attributes], bool],
+                native: tuple[Any, ...] | None) -> Callable[[Attributes], bool]:
+    """Attach ``native`` (the same test for ``_match.Gates``, see ``accel.gates``) to a bound test."""
+    if native is not None:
+        test.native = native  # type: ignore[attr-defined]
+    return test
+
+
 def inline_of(pred: KeyPredicate) -> Inline | None:
     inline = getattr(pred, "inline", None)
     return inline if isinstance(inline, Inline) else None
@@ -387,6 +395,8 @@ _Program = tuple[_Loop | None, tuple[Attributes, ...], tuple[Any, ...], "int | N
 _Skeleton = tuple[tuple[int, ...], _Loop | None, tuple[Any, ...], "tuple[bool, str] | None"]
 
 _Gates = tuple[tuple[int, Callable[[Attributes], bool]], ...]  # (statement index, bound test)
+# Bound gates of one peer: (ctx, every gate, the leading gates in C or None, the gates after those).
+_Bound = tuple[PeerContext, _Gates, "Callable[[Any], int | None] | None", _Gates]
 
 _CALL: Final = "call"  # shape marker: a predicate without an Inline, called per prefix
 _GATES: Final = "gates"  # run markers of ImportChain._group_runs
@@ -520,7 +530,7 @@ class ImportChain:
         self._simple_sks: dict[int, _Skeleton | None] = {}
         # Bound actions per (statement index, id(ctx)): (ctx, the statement's actions composed).
         # Bound gates of the simple plan per (id(ctx), v4): (ctx, ((gate index, test), ...)).
-        self._gates: dict[tuple[int, bool], tuple[PeerContext, _Gates]] = {}
+        self._gates: dict[tuple[int, bool], _Bound] = {}
         self._bound: dict[tuple[int, int], tuple[PeerContext, Callable[[Attributes], Attributes]]] = {}
         self._keypreds: dict[tuple[int, bool], bool | KeyPredicate] = {}
         self._skeletons: dict[tuple[Any, ...], _Skeleton | None] = {}
@@ -589,7 +599,15 @@ class ImportChain:
             if gates is None or gates[0] is not ctx:
                 gates = self._bind_gates(ctx, family)
             fired = -1
-            for i, test in gates[1]:
+            todo = gates[1]
+            fused = gates[2]
+            if fused is not None:  # the leading gates in one C call (None: a path it leaves to us)
+                first = fused(attrs.as_path)
+                if first is not None:
+                    if first >= 0:
+                        fired = todo[first][0]
+                    todo = gates[3] if first < 0 else ()
+            for i, test in todo:
                 if test(attrs):
                     fired = i
                     break
@@ -709,19 +727,27 @@ class ImportChain:
             preds = tuple(next(fill) if p is _CALL else p for p in preds)
         return loop, outs, preds, attrs.origin_as, decision
 
-    def _bind_gates(self, ctx: PeerContext, family: Family) -> tuple[PeerContext, _Gates]:
+    def _bind_gates(self, ctx: PeerContext, family: Family) -> _Bound:
+        """The simple plan's gates bound to ``ctx``; those up to the first without a native form
+        (``native_gate``) also as one C call (``accel.gates``)."""
         assert self._simple is not None
-        gates = []
+        gates: list[tuple[int, Callable[[Attributes], bool]]] = []
+        natives: list[tuple[Any, ...]] = []
         for i, _ in self._simple[0]:
             cond = self._plan[i][1][0]
             test = cond.bind(ctx)
             if test is None:
                 def test(attrs: Attributes, match: Any = cond.matches) -> bool:
                     return bool(match(make_route(family, 0, attrs), ctx))
+            native = getattr(test, "native", None)
+            if len(natives) == len(gates) and isinstance(native, tuple):
+                natives.append(native)
             gates.append((i, test))
+        fused = accel.gates(natives) if natives else None
         if len(self._gates) >= 256:
             self._gates.clear()
-        bound = self._gates[id(ctx), family is _V4] = (ctx, tuple(gates))
+        rest = tuple(gates[len(natives):]) if fused is not None else tuple(gates)
+        bound = self._gates[id(ctx), family is _V4] = (ctx, tuple(gates), fused, rest)
         return bound
 
     def _skeleton_of(self, key: tuple[Any, ...], ctx: PeerContext, family: Family,

@@ -35,11 +35,12 @@ teardown) rides on the chain (``ImportChain.max_prefix``). Pure.
 
 from __future__ import annotations
 
+from array import array
 from bisect import bisect_right
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from ipaddress import ip_address
-from typing import Final
+from typing import Any, Final
 
 from orchestrator.config import DEFAULT_LOCAL_PREF, PeerKind
 from orchestrator.rib.attrs import AS_SEQUENCE, Attributes
@@ -62,6 +63,7 @@ from policies.model import (
     Verdict,
     inline_predicate,
     make_route,
+    native_gate,
     with_attrs,
 )
 from policies.prefixset import PrefixEntry, PrefixList, parse_entry
@@ -222,7 +224,7 @@ class PathHasAsnIn(Condition):
                 good.update(asns)
             return False
 
-        return test
+        return native_gate(test, _int64s(accel.GATE_ASN_IN, starts, ends))
 
     def __repr__(self) -> str:
         return f"PathHasAsnIn({self.ranges!r})"
@@ -243,7 +245,7 @@ class PathHasLocalAs(Condition):
                     return True
             return False
 
-        return test
+        return native_gate(test, _int64s(accel.GATE_HAS, local))
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,7 +264,7 @@ class PathLongerThan(Condition):
                 return len(path[0][1]) > limit
             return a.as_path_length > limit
 
-        return test
+        return native_gate(test, _int64s(accel.GATE_LONGER, limit))
 
 
 @dataclass(frozen=True, slots=True)
@@ -285,7 +287,7 @@ class FirstAsNotPeer(Condition):
                 return path[0][1][0] != peer
             return a.neighbor_as != peer
 
-        return test
+        return native_gate(test, _int64s(accel.GATE_FIRST_NOT, peer))
 
 
 @dataclass(frozen=True, slots=True)
@@ -311,11 +313,31 @@ class PathHasTransitAs(Condition):
                     return True
             return False
 
-        return test
+        return native_gate(test, _int64s(accel.GATE_ANY_IN, sorted(others)))
 
 
 def _never(attrs: Attributes) -> bool:
     return False
+
+
+native_gate(_never, (accel.GATE_NEVER,))
+
+
+def _int64s(kind: int, *values: int | Iterable[int]) -> tuple[Any, ...] | None:
+    """A gate's native form (``accel.gates``): ints as they are, lists as 'q' arrays; None when a
+    value does not fit 64 bits or is not an int (the Python test then runs)."""
+    out: list[Any] = [kind]
+    try:
+        for v in values:
+            if isinstance(v, int) and not isinstance(v, bool):
+                if not -(1 << 63) <= v < 1 << 63:
+                    return None
+                out.append(v)
+            else:
+                out.append(array("q", v))  # type: ignore[arg-type]
+    except (OverflowError, TypeError):
+        return None
+    return tuple(out)
 
 
 class NextHopNotPeer(Condition):

@@ -441,3 +441,68 @@ def test_copier_refuses_and_falls_back() -> None:
         tracemalloc.stop()
     assert grown < 16 * 1024, grown
     assert (sys.getrefcount(a.as_path), sys.getrefcount(comms), sys.getrefcount(a)) == refs
+
+
+# ---------------------------------------------------------------------------------------------------
+# Gates: a peer's attribute gates in one call, against each gate's bound Python test.
+
+SEGMENTS = [AS_SEQUENCE, AS_SEQUENCE, AS_SET, 3, 4, 9]
+ODD_ASNS = [0, 3356, 174, 65001, 64512, 23456, 4200000000, 1 << 40, -1]
+
+
+@st.composite
+def odd_path(draw: st.DrawFn) -> Any:
+    segs = draw(st.lists(st.tuples(st.sampled_from(SEGMENTS),
+                                   st.lists(st.sampled_from(ODD_ASNS), max_size=4).map(tuple)), max_size=3))
+    shape = draw(st.integers(0, 9))
+    if shape == 0 and segs:  # shapes the C gates leave to Python
+        return (*segs[:-1], list(segs[-1]))
+    if shape == 1:
+        return (*segs, (AS_SEQUENCE, (1 << 64,)))
+    if shape == 2:
+        return (*segs, (AS_SEQUENCE, (3356.0,)))
+    if shape == 3:
+        return (*segs, (AS_SEQUENCE, tuple(range(300))))
+    return tuple(segs)
+
+
+@needs_c
+@settings(max_examples=300, deadline=None)
+@given(odd_path(), st.permutations(range(6)))
+def test_gates_equal_bound_tests(path: Any, order: list[int]) -> None:
+    assert MATCH is not None
+    from policies.rules import FirstAsNotPeer, PathHasAsnIn, PathHasLocalAs, PathHasTransitAs, PathLongerThan
+    from tests.policies.test_fast_path import CONTEXTS, LOCAL
+    conds = [PathHasAsnIn([(64512, 65534), (0, 0), (4200000000, 4294967294)]), PathHasLocalAs(),
+             PathLongerThan(2), FirstAsNotPeer(), PathHasTransitAs(), PathHasAsnIn([])]
+    attrs = Attributes(as_path=path)
+    for ctx in [*CONTEXTS, CTX.for_kind("x", CTX.kind, 174, LOCAL, "")]:
+        tests = [conds[i].bind(ctx) for i in order]
+        natives = [getattr(t, "native", None) for t in tests]
+        assert all(isinstance(n, tuple) for n in natives)
+        gates = MATCH.Gates(natives)
+        try:
+            want = next((i for i, t in enumerate(tests) if t is not None and t(attrs)), -1)
+        except (TypeError, ValueError):
+            want = None  # the Python tests fail on this path: the C gates must leave it to them
+        got = gates(path)
+        if got is not None:
+            assert got == want, (path, ctx.name)
+        elif want is not None:  # left to Python: only for the shapes it does not handle
+            flat = [x for seg in path for x in (seg[1] if len(seg) == 2 else ())]
+            assert (not all(isinstance(s, tuple) for s in path) or len(flat) > 256
+                    or any(type(x) is not int or not -(1 << 63) <= x < 1 << 63 for x in flat))
+
+
+@needs_c
+@pytest.mark.parametrize("gate", [(9,), (0, array("q", [1])), (0, array("q", [1]), array("q", [1, 2])),
+                                  (0, array("i", [1]), array("i", [1])), (1, 1 << 64), (4, [1]), (2,), "x"])
+def test_bad_gates_are_refused(gate: Any) -> None:
+    assert MATCH is not None
+    with pytest.raises((ValueError, TypeError, OverflowError)):
+        MATCH.Gates([gate])
+    assert accel.gates([gate]) is None
+    gates = MATCH.Gates([])
+    assert gates(((AS_SEQUENCE, (1,)),)) == -1 and gates(None) is None
+    with pytest.raises(TypeError):
+        gates()
