@@ -866,8 +866,14 @@ class ImportChain:
                 groups: list[list[int]] = [[] for _ in outs]
                 loop(keys, origin, preds, groups, result.rejected)
                 self._group(outs, groups, result)
-        if self.max_prefix is not None and count is not None:
-            self._apply_limit(family, count, result)
+        mp = self.max_prefix
+        if mp is not None and count is not None:
+            limit = mp.ipv4 if family is _V4 else mp.ipv6  # MaxPrefix.limit, without the call
+            if limit is not None:
+                accepted = result.accepted
+                n = len(accepted[0][1]) if len(accepted) == 1 else result.accepted_count
+                if count + n > limit:
+                    self._apply_limit(family, count, result)
         return result
 
     @staticmethod
