@@ -41,6 +41,12 @@ GC: a full table is millions of container objects; CPython's cyclic GC then spen
 bulk load rescanning them. Wrap bulk loads in ``bulk_load()`` (or raise the thresholds in the
 daemon); nothing here creates reference cycles.
 
+C accelerator (optional, ``_fastrib.c``): ``update``'s announcement loop runs over an iterator
+that applies, in C and in order, the announcements needing no decision (a new bucket, a prefix
+new in its bucket, the same ``Path`` again, the peer's own single ``Path`` replaced) on these same
+structures, and yields every other key to the Python loop body, which stays the one place where
+paths of several peers are compared. Not built, or ``PEERCTL_PURE=1``: the Python loop alone.
+
 No I/O and no asyncio: one task owns a ``Rib`` and calls it synchronously.
 """
 

@@ -20,6 +20,12 @@ tries first: an IPv4 UPDATE without MP attributes goes straight to ``(attrs, ann
 without the per-family objects; it declines (None) whatever it does not handle exactly as
 ``decode_update`` would.
 
+C accelerator (optional, ``_fastpath.c``): the same plain path in C, ``decode_plain_update`` and
+``plain_updates`` (a session's whole run of plain UPDATEs at the front of its receive buffer to
+``Update`` events in one call), with the plain attribute set built in C on a cache miss. The
+Python functions stay the reference (``decode_plain_update_py``); not built, or
+``PEERCTL_PURE=1``: they alone run.
+
 Error handling follows RFC 7606: a malformed attribute whose effect is "treat-as-withdraw" turns the
 UPDATE's announcements into withdrawals (``DecodedUpdate.treat_as_withdraw``), "attribute discard"
 drops the attribute, and only errors that make the NLRI impossible to locate raise ``BgpError``
