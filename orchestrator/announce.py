@@ -28,8 +28,11 @@ speaker. The attributes checked are the attributes sent (``announce_command`` re
   (write to a temporary file, fsync, rename) after every change and read back at start, re-checked
   against the current rules (an announcement the new config no longer allows is dropped and logged).
 
-The AS path sent is the one the neighbor sees, our AS first: ExaBGP sends an API ``as-path`` exactly
-as written (``Attributes.pack`` in exabgp 5.0.15 only adds the local AS when no AS_PATH is given).
+The AS path sent is the one the neighbor sees: to an external peer our AS first (ExaBGP sends an API
+``as-path`` exactly as written; ``Attributes.pack`` in exabgp 5.0.15 only adds the local AS when no
+AS_PATH is given); to an internal peer (a PEERING mux: iBGP) without our AS in front, which the mux
+adds on export (``without_own_as``). ``next-hop self`` for a prefix of the other family than the
+session (IPv6 over an IPv4 mux session) is our ``source6``/``source4`` (``self_next_hop``).
 """
 
 from __future__ import annotations
@@ -48,7 +51,7 @@ import orjson
 
 from orchestrator.config import Config, PeerConfig, PeerKind
 from orchestrator.errors import PolicyError
-from orchestrator.rib.attrs import Attributes, community_text
+from orchestrator.rib.attrs import AS_SEQUENCE, Attributes, community_text
 from orchestrator.rib.prefix import Family, format_prefix, parse_prefix
 from policies.model import PeerContext, Policy, Route, Verdict
 from policies.rules import ExportRules, build_export_policy
@@ -57,6 +60,37 @@ from speakers.events import PeerDown, PeerUp, SpeakerEvent
 from speakers.exabgp.session import announce_command, withdraw_command
 
 STATE_FILE = "announcements.json"
+
+
+def without_own_as(attrs: Attributes, asn: int) -> Attributes:
+    """The path as sent to an internal peer (a PEERING mux session is iBGP): without our own AS in
+    front, which the peer adds when it exports over eBGP (RFC 4271 5.1.2: a route we originate goes
+    to internal peers with an empty AS_PATH; prepends and poisoning stay)."""
+    path = attrs.as_path
+    if not path or path[0][0] != AS_SEQUENCE or not path[0][1] or path[0][1][0] != asn:
+        return attrs
+    rest = path[0][1][1:]
+    return replace(attrs, as_path=((AS_SEQUENCE, rest), *path[1:]) if rest else path[1:])
+
+
+def self_next_hop(peer: PeerConfig, prefix: str, source4: str | None, source6: str | None) -> str:
+    """``next-hop self`` for ``prefix`` on ``peer``'s session: the session's own address when the
+    families agree (the speaker fills it in); across families (an IPv6 prefix over an IPv4 session,
+    as on PEERING muxes) our ``[local] source6`` / ``source4``, since a speaker has no address of
+    that family to use. PolicyError when there is none (refused before anything is sent)."""
+    family = parse_prefix(prefix)[0]
+    session = Family.IPV6 if ":" in peer.neighbor else Family.IPV4
+    if family is session:
+        return "self"
+    source, key = (source6, "source6") if family is Family.IPV6 else (source4, "source4")
+    if source is None:
+        raise PolicyError(
+            "next-hop",
+            f"peer {peer.name}: next hop 'self' would be the {session.value.split()[0]} session's "
+            f"address, which cannot be the next hop of {prefix}: set [local] {key} or give a next hop "
+            "(--next-hop)",
+        )
+    return source
 
 
 class CommandSink(Protocol):
@@ -322,7 +356,13 @@ class AnnouncementManager:
         export policy (or a safety rule on its result) refuses."""
         ann = wanted.announcement
         attrs = self.export(peer, ann.prefix, wanted.attrs)
-        attrs = replace(attrs, next_hop=ann.next_hop or self.config.announce.next_hop)
+        local = self.config.local
+        if peer.peer_as == local.asn:
+            attrs = without_own_as(attrs, local.asn)
+        next_hop = ann.next_hop or self.config.announce.next_hop
+        if next_hop == "self":
+            next_hop = self_next_hop(peer, ann.prefix, local.source4, local.source6)
+        attrs = replace(attrs, next_hop=next_hop)
         return f"neighbor {peer.neighbor} {announce_command(ann.prefix, attrs)}", attrs
 
     async def _send_announce(self, name: str, wanted: Wanted) -> None:

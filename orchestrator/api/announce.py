@@ -14,7 +14,8 @@ policy refuses are left out and listed in the answer's ``refused`` (peer → rul
 from __future__ import annotations
 
 import re
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from aiohttp import web
 
@@ -25,6 +26,7 @@ from orchestrator.rib.attrs import parse_community, parse_large_community
 from orchestrator.rib.prefix import parse_prefix
 from policies.safety import Announcement
 
+T = TypeVar("T")
 ANNOUNCER: web.AppKey[AnnouncementManager] = web.AppKey("announcer")
 _BODY_KEYS = frozenset({"prefix", "peers", "all", "kind", "prepend", "origin", "poison", "communities",
                         "large_communities", "next_hop"})
@@ -65,13 +67,29 @@ def _int(body: dict[str, Any], key: str, lo: int, hi: int) -> int | None:
     return v
 
 
+def _each(body: dict[str, Any], key: str, parse: Callable[[str], T]) -> list[T]:
+    """``body[key]``, a list of community strings (``"A:B"``; large ``"A:B:C"``), parsed."""
+    items = body.get(key) or []
+    if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
+        raise ApiError(400, f"{key}: expected a list of strings, e.g. [\"64500:1\"]")
+    try:
+        return [parse(i) for i in items]
+    except (ValueError, TypeError) as exc:
+        raise ApiError(400, f"{key}: {exc}") from None
+
+
+def _flag(body: dict[str, Any], key: str) -> bool:
+    """A boolean member: JSON true or false, nothing else (``"false"`` is a string, not false)."""
+    v = body.get(key, False)
+    if not isinstance(v, bool):
+        raise ApiError(400, f"{key}: expected true or false, not {v!r}")
+    return v
+
+
 def parse_request(body: dict[str, Any]) -> Announcement:
     """The JSON body → an Announcement (its prefix/attributes only; targets are resolved apart)."""
-    try:
-        comms = tuple(parse_community(c) for c in body.get("communities") or [])
-        large = tuple(parse_large_community(c) for c in body.get("large_communities") or [])
-    except (ValueError, TypeError, AttributeError) as exc:
-        raise ApiError(400, f"communities: {exc}") from None
+    comms = tuple(_each(body, "communities", parse_community))
+    large = tuple(_each(body, "large_communities", parse_large_community))
     nh = body.get("next_hop") or ""
     if not isinstance(nh, str):
         raise ApiError(400, "next_hop: expected an address or 'self'")
@@ -91,14 +109,22 @@ def _targets(mgr: AnnouncementManager, body: dict[str, Any], default_all: bool =
     peers = body.get("peers") or []
     if not isinstance(peers, list) or not all(isinstance(p, str) for p in peers):
         raise ApiError(400, "peers: expected a list of peer names")
+    peers = list(dict.fromkeys(peers))  # a name given twice is one target
     kind = body.get("kind")
+    if kind is not None and not isinstance(kind, str):
+        raise ApiError(400, "kind: expected a peer kind name")
+    every = _flag(body, "all")
+    if sum((bool(peers), every, kind is not None)) > 1:
+        raise ApiError(400, "peers, kind, all: give one of them")
     try:
         family = parse_prefix(body["prefix"])[0]
     except ValueError as exc:
-        raise PolicyError("prefix", str(exc)) from None
-    if not peers and not body.get("all") and kind is None and default_all:
-        return ()
-    return mgr.resolve(peers, bool(body.get("all")), kind, family)
+        raise ApiError(400, f"prefix: {exc}") from None
+    if not peers and not every and kind is None:
+        if default_all:
+            return ()
+        raise ApiError(400, "no target peers: give \"peers\": [NAME, ...], \"kind\": KIND or \"all\": true")
+    return mgr.resolve(peers, every, kind, family)
 
 
 async def post_announcement(request: web.Request) -> web.Response:
@@ -107,7 +133,8 @@ async def post_announcement(request: web.Request) -> web.Response:
     try:
         ann = parse_request(body)
         # Explicit peers must all accept (else nothing is sent); a group skips its refusing members.
-        wanted = await mgr.announce(ann, _targets(mgr, body), group=not body.get("peers"))
+        targets = _targets(mgr, body)
+        wanted = await mgr.announce(ann, targets, group=not body.get("peers"))
     except PolicyError as exc:
         return refusal(exc)
     item = next(i for i in mgr.wanted_json() if i["prefix"] == wanted.announcement.prefix)
@@ -121,6 +148,9 @@ async def delete_announcement(request: web.Request) -> web.Response:
         raise ApiError(400, "prefix: required")
     if isinstance(body.get("peers"), str):
         body["peers"] = body["peers"].split(",")
+    if isinstance(body.get("all"), str):  # ?all=true in a query string
+        word = body["all"].lower()
+        body["all"] = {"true": True, "1": True, "false": False, "0": False}.get(word, body["all"])
     try:
         done = await mgr.withdraw(body["prefix"], _targets(mgr, body, default_all=True))
     except PolicyError as exc:
@@ -152,6 +182,8 @@ async def lab_received(request: web.Request) -> web.Response:
     name = request.query.get("peer", "")
     if d.lab is None:
         raise ApiError(404, "the lab is not running ([lab] enabled = false)")
+    if not name:
+        raise ApiError(400, f"peer: required, one of {', '.join(d.config.lab.feeders)} (?peer=NAME)")
     if name not in d.config.lab.feeders:
         raise ApiError(404, f"no lab feeder named {name!r} (feeders: {', '.join(d.config.lab.feeders)})")
     current: dict[str, dict[str, Any]] = {}

@@ -7,7 +7,9 @@ the period), plus ``.gz`` or ``.bz2``; periods that are not whole minutes get ``
 every period has a name of its own. A name already on disk (a restart inside the same period, two
 dumps in one minute) is never overwritten: the new file gets ``.1``, ``.2``, ... before the
 compression suffix. A file is written as ``<name>.partial`` and renamed when it is
-complete, so a reader (or an rsync to an archive) never sees half a file under the final name.
+complete, so a reader (or an rsync to an archive) never sees half a file under the final name;
+a ``.partial`` left by a run that died is renamed to a free final name before a new one is
+opened (``keep_leftover``), never truncated.
 
 ``UpdateFileWriter`` owns one thread that does all file work (open, compress, write, close,
 rename). The event loop only appends ``(timestamp, record bytes)`` to a queue: ``write`` never blocks
@@ -65,6 +67,18 @@ def free_name(path: Path, compression: Compression) -> Path:
     while (candidate := path.with_name(f"{stem}.{n}{suffix}")).exists():
         n += 1
     return candidate
+
+
+def keep_leftover(partial: Path, final: Path, compression: Compression) -> Path | None:
+    """A ``.partial`` already on disk was left by a run that died (kill -9, power loss) inside the
+    same period: rename it to the first free final name (its records up to the crash stay
+    readable; the last one may be cut, which MRT readers report) instead of truncating it by
+    opening it again. Returns where it went, or None when there was none."""
+    if not partial.exists():
+        return None
+    kept = free_name(final, compression)
+    os.replace(partial, kept)
+    return kept
 
 
 class _Sink(Protocol):
@@ -184,6 +198,8 @@ class UpdateFileWriter:
                     current = start
                     final = self.directory / file_name(self.kind, start, self.compression)
                     partial = final.with_name(final.name + ".partial")
+                    if (kept := keep_leftover(partial, final, self.compression)) is not None:
+                        self.completed.append(kept)
                     fh = _open(partial, self.compression, UPDATES_GZIP_LEVEL)
                     self.current = final
                 fh.write(record)
@@ -219,6 +235,7 @@ def _resolve(fut: asyncio.Future[None]) -> None:
 
 def _write_file(path: Path, chunks: Iterable[bytes], compression: Compression) -> Path:
     partial = path.with_name(path.name + ".partial")
+    keep_leftover(partial, path, compression)
     try:
         fh = _open(partial, compression)
         try:

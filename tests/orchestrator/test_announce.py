@@ -44,8 +44,8 @@ Wire = list[tuple[float, str]]
 def make(tmp_path: Path | None = None, *, poisoning: bool = False,
          clock: list[float] | None = None) -> tuple[AnnouncementManager, Wire, list[float]]:
     rules = SafetyRules(LOCAL, SafetyRules.allocation(ALLOCATED), allow_poisoning=poisoning)
-    cfg = Config(path=Path("c.toml"), local=LocalConfig(LOCAL, "10.0.0.1"), peers=PEERS, safety=rules,
-                 announce=AnnounceConfig())
+    local = LocalConfig(LOCAL, "10.0.0.1", source6="2001:db8::1")
+    cfg = Config(path=Path("c.toml"), local=local, peers=PEERS, safety=rules, announce=AnnounceConfig())
     now = clock if clock is not None else [1000.0]
     wire: list[tuple[float, str]] = []
     speakers = {p.name: FakeSpeaker(wire, now) for p in PEERS}
@@ -129,8 +129,8 @@ def test_resent_on_peer_up_pending_on_down_and_persisted(tmp_path: Path) -> None
             await asyncio.sleep(0)
 
     run(go())
-    assert [c for _, c in wire] == ["neighbor 127.0.85.2 announce route 2001:db8:100::/48 next-hop self "
-                                    "origin igp as-path [ 64500 ] community [ 65000:7 ]"]
+    assert [c for _, c in wire] == ["neighbor 127.0.85.2 announce route 2001:db8:100::/48 "
+                                    "next-hop 2001:db8::1 origin igp as-path [ 64500 ] community [ 65000:7 ]"]
     again, _wire2, _now2 = make(tmp_path, clock=[now[0] + 10])
     assert again.load() == 1
     assert again.wanted_json()[0]["peers"] == ["mux1", "mux2"]
@@ -205,3 +205,46 @@ def test_no_api_sequence_puts_a_rule_breaking_route_on_the_wire(ops: list[Any], 
                 times.append(t)
     for prefix, times in change_times.items():
         assert all(b - a >= 600 for a, b in itertools.pairwise(times)), (prefix, times)
+
+
+def _with(peers: tuple[PeerConfig, ...], local: LocalConfig) -> tuple[AnnouncementManager, Wire]:
+    rules = SafetyRules(local.asn, SafetyRules.allocation(ALLOCATED), allow_poisoning=True)
+    cfg = Config(path=Path("c.toml"), local=local, peers=peers, safety=rules, announce=AnnounceConfig())
+    wire: Wire = []
+    speakers = {p.name: FakeSpeaker(wire, [0.0]) for p in peers}
+    return AnnouncementManager(lambda: cfg, lambda: speakers, None, get_logger(), clock=lambda: 1000.0), wire
+
+
+def test_next_hop_self_across_families_uses_our_source_address() -> None:
+    """An IPv6 prefix over an IPv4 session (PEERING muxes, the lab): 'self' is source6; ExaBGP
+    refuses 'next-hop self' across families, so sending it would fail after the fact."""
+    mgr, wire = _with(PEERS[:1], LocalConfig(LOCAL, "10.0.0.1", source6="2001:db8::1"))
+    run(mgr.announce(Announcement("2001:db8:100::/48"), ["mux1"]))
+    run(mgr.announce(Announcement("184.164.224.0/24"), ["mux1"]))
+    assert [c.split(" origin")[0] for _, c in wire] == [
+        "neighbor 127.0.85.2 announce route 2001:db8:100::/48 next-hop 2001:db8::1",
+        "neighbor 127.0.85.2 announce route 184.164.224.0/24 next-hop self",
+    ]
+
+
+def test_next_hop_self_across_families_without_source_is_refused_before_sending() -> None:
+    mgr, wire = _with(PEERS[:1], LocalConfig(LOCAL, "10.0.0.1"))
+    with pytest.raises(PolicyError, match=r"set \[local\] source6 or give a next hop") as exc:
+        run(mgr.announce(Announcement("2001:db8:100::/48"), ["mux1"]))
+    assert exc.value.rule == "next-hop"
+    assert wire == [] and mgr.last_change("2001:db8:100::/48") is None  # the rate clock did not start
+    run(mgr.announce(Announcement("2001:db8:100::/48", next_hop="2001:db8::2"), ["mux1"]))
+    assert "next-hop 2001:db8::2" in wire[0][1]
+
+
+def test_internal_peer_gets_the_path_without_our_as() -> None:
+    """A PEERING mux session is iBGP (peer_as = local AS): the mux adds 47065 on eBGP export, so
+    the path sent starts after it (RFC 4271 5.1.2); prepends and poisoning stay."""
+    mux = PeerConfig("mux1", PeerKind.MUX, "127.0.85.2", 47065)
+    mgr, wire = _with((mux,), LocalConfig(47065, "10.0.0.1"))
+    run(mgr.announce(Announcement("184.164.224.0/24"), ["mux1"]))
+    run(mgr.announce(Announcement("184.164.225.0/24", prepend=1, poison=(3356,)), ["mux1"]))
+    lines = [c for _, c in wire]
+    assert "as-path" not in lines[0]
+    assert "as-path [ 47065 3356 47065 ]" in lines[1]
+    assert mgr.adv_json("mux1")[0]["as_path"] == []

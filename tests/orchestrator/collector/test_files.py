@@ -98,3 +98,34 @@ def test_dump_rib(tmp_path: Path) -> None:
     path = asyncio.run(dump_rib(tmp_path, T0 + 7200 + 5, list(writer.rib_records(table))))
     assert path.name == "rib.20240101.0200.bz2" and not list(tmp_path.glob("*.partial"))
     assert sum(1 for r in read_mrt(path) if isinstance(r, RibEntry)) == sum(len(p) for _, _, p in table)
+
+
+def test_a_partial_left_by_a_dead_run_is_kept_not_truncated(tmp_path: Path) -> None:
+    """kill -9, restart inside the same period: the dead run's records stay on disk under a final
+    name of their own; the new run writes the next free one."""
+    import gzip
+    import os
+
+    left = tmp_path / "updates.20240101.0000.gz.partial"
+    with open(left, "wb") as raw:  # a gzip stream cut mid-way, as a killed writer leaves it
+        z = gzip.GzipFile(fileobj=raw, mode="wb")
+        z.write(b"".join(_update(T0 + i, i) for i in range(50)))
+        z.flush()
+        os.fsync(raw.fileno())
+
+    async def main() -> UpdateFileWriter:
+        w = UpdateFileWriter(tmp_path, interval=900, compression="gz")
+        for i in range(50, 60):
+            w.write(_update(T0 + i, i), T0 + i)
+        await w.aclose()
+        return w
+
+    w = asyncio.run(main())
+    kept, new_file = "updates.20240101.0000.gz", "updates.20240101.0000.1.gz"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [new_file, kept]
+    assert [p.name for p in w.completed] == [kept, new_file]
+    dead = [r for r in read_mrt(tmp_path / "updates.20240101.0000.gz", errors="count")
+            if isinstance(r, Bgp4mpUpdate)]
+    assert len(dead) == 50
+    new = [r for r in read_mrt(tmp_path / "updates.20240101.0000.1.gz") if isinstance(r, Bgp4mpUpdate)]
+    assert len(new) == 10
