@@ -21,6 +21,7 @@ import orjson
 
 from orchestrator.config import Config
 from orchestrator.errors import OrchestratorError
+from speakers.exabgp.process import die_with_parent
 
 FEEDER_NICE = 10  # the lab's stand-in peers run below peerctl and its ExaBGP speakers
 
@@ -43,6 +44,7 @@ class LabRunner:
         self.procs: dict[str, asyncio.subprocess.Process] = {}
         self._watchers: list[asyncio.Task[None]] = []
         self._stopping = False
+        self._last_problem: dict[str, str] = {}  # feeder -> its last warning/error, for LabError
 
     def expected_paths(self) -> int:
         """Paths the feeders announce in total (for the progress bar)."""
@@ -106,6 +108,7 @@ class LabRunner:
                 stdout=asyncio.subprocess.DEVNULL,
                 stderr=asyncio.subprocess.PIPE,
                 cwd=str(Path(__file__).resolve().parents[2]),
+                preexec_fn=die_with_parent,  # a killed peerctl leaves no feeder holding the address
             )
             self.procs[name] = proc
             with contextlib.suppress(OSError):  # the lab's stand-in peers yield the CPU to peerctl
@@ -114,9 +117,12 @@ class LabRunner:
             deadline = time.monotonic() + 20
             while not ready.exists():
                 if proc.returncode is not None or time.monotonic() > deadline:
+                    if proc.returncode is not None:
+                        await asyncio.sleep(0.1)  # let the watcher read its last words
+                    problem = self._last_problem.get(name)
                     raise LabError(
-                        f"lab feeder {name} did not start (exit code {proc.returncode}); "
-                        f"see the log lines with feeder={name}"
+                        f"lab feeder {name} did not start (exit code {proc.returncode})"
+                        + (f": {problem}" if problem else f"; see the log lines with feeder={name}")
                     )
                 await asyncio.sleep(0.05)
             self.log.info(
@@ -135,6 +141,9 @@ class LabRunner:
                 event = str(record.pop("event", "feeder_log"))
                 level = str(record.pop("level", "info"))
                 record.pop("timestamp", None)
+                if level in ("warning", "error"):
+                    detail = record.get("detail") or record.get("error") or ""
+                    self._last_problem[name] = f"{event}: {detail}" if detail else event
                 getattr(log, level if level in ("debug", "info", "warning", "error") else "info")(
                     f"feeder_{event}", **{k: v for k, v in record.items() if isinstance(k, str)}
                 )

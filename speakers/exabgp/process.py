@@ -62,8 +62,9 @@ LOG_BURST = 20  # ExaBGP log lines at INFO per LOG_WINDOW, then a summary
 LOG_WINDOW = 10.0
 
 
-def _die_with_parent() -> None:
-    """In the child: SIGTERM when peerctl dies, so no ExaBGP outlives us (Linux prctl)."""
+def die_with_parent() -> None:
+    """In the child: SIGTERM when peerctl dies (even by kill -9), so no ExaBGP or lab feeder outlives
+    it (Linux prctl PR_SET_PDEATHSIG; use as ``preexec_fn``)."""
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
@@ -323,7 +324,7 @@ class ExaBGPSpeaker:
         proc = self._proc = await asyncio.create_subprocess_exec(
             str(self.exabgp), str(self.dir / "exabgp.conf"),
             stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-            cwd=str(self.dir), env=env, start_new_session=True, preexec_fn=_die_with_parent,
+            cwd=str(self.dir), env=env, start_new_session=True, preexec_fn=die_with_parent,
         )  # fmt: skip
         with contextlib.suppress(OSError):  # below peerctl, so the API and FIB stay responsive
             os.setpriority(os.PRIO_PROCESS, proc.pid, os.getpriority(os.PRIO_PROCESS, 0) + SPEAKER_NICE)

@@ -31,6 +31,7 @@ from typing import IO, Any
 import orjson
 import structlog
 
+from orchestrator.errors import OrchestratorError
 from orchestrator.lab.tablegen import generate_table
 from orchestrator.log import configure_logging
 from orchestrator.rib.attrs import Attributes, community_text
@@ -67,12 +68,14 @@ log = structlog.get_logger("feeder")
 
 
 def _load_mrt(args: argparse.Namespace) -> Iterable[Group]:
-    try:
-        from speakers.replay import mrt  # type: ignore[import-not-found,unused-ignore]  # written elsewhere
-    except ImportError:
-        raise SystemExit("--mrt needs speakers.replay.mrt, which is not available in this tree") from None
-    loader: Callable[..., Iterable[Group]] = mrt.table_groups
-    return loader(args.mrt, next_hop4=args.next_hop4, next_hop6=args.next_hop6, peer_as=args.asn)
+    from speakers.replay.mrt import table_groups
+
+    damage: list[str] = []
+    groups = list(table_groups(args.mrt, next_hop4=args.next_hop4, next_hop6=args.next_hop6,
+                               peer_as=args.asn, peer=args.mrt_peer, damage=damage))  # fmt: skip
+    for line in damage:  # a truncated download: serve what is readable, and say so
+        log.warning("mrt_damaged", detail=line)
+    return groups
 
 
 TABLE_LOADERS.setdefault("mrt", _load_mrt)
@@ -322,7 +325,11 @@ def load_table(args: argparse.Namespace) -> Table:
 
 async def main_async(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
-    table = load_table(args)
+    try:
+        table = load_table(args)
+    except (OrchestratorError, ValueError, OSError) as exc:  # an unreadable or empty MRT file
+        log.error("table_failed", detail=str(exc))
+        return 2
     table.messages(True, MAX_MESSAGE)  # pre-encode the common flavour before accepting peers
     log.info("table_ready", ipv4=table.counts[Family.IPV4], ipv6=table.counts[Family.IPV6],
              attribute_sets=len(table.groups), seconds=round(time.perf_counter() - t0, 3))  # fmt: skip
@@ -386,6 +393,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--next-hop4", default="192.0.2.2")
     p.add_argument("--next-hop6", default="2001:db8::2")
     p.add_argument("--mrt", metavar="FILE", help="serve an MRT RIB instead of a generated table")
+    p.add_argument("--mrt-peer", metavar="ADDR",
+                   help="the collector peer whose view to serve (default: the one with most entries)")
     p.add_argument("--record", metavar="FILE", help="append every route received as JSON lines")
     p.add_argument("--ready-file", metavar="FILE", help="touched once listening")
     p.add_argument("--log-level", default="info")

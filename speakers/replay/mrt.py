@@ -29,7 +29,8 @@ Group = tuple[Family, Attributes, list[int]]
 def peer_counts(path: str | os.PathLike[str]) -> Counter[tuple[str, int]]:
     """RIB entries per ``(peer_ip, peer_as)``. Raises MrtError for an unreadable file."""
     counts: Counter[tuple[str, int]] = Counter()
-    for rec in MrtReader(path, errors="count"):
+    reader = MrtReader(path, errors="count")
+    for rec in reader:
         if type(rec) is RibEntry:
             counts[(rec.peer_ip, rec.peer_as)] += 1
     return counts
@@ -52,11 +53,13 @@ def table_groups(
     next_hop6: str,
     peer_as: int,
     peer: str | None = None,
+    damage: list[str] | None = None,
 ) -> Iterator[Group]:
     """Groups ``(family, attrs, keys)`` of one peer's view of the RIB dump at ``path``.
 
     ``peer``: the collector peer's address; default the peer with the most entries. Raises MrtError
     for an unreadable file and ValueError when the file has no RIB entries (or none of ``peer``).
+    Damaged records (a truncated file) are skipped; ``damage``, when given, gets a line saying so.
     """
     if peer is None:
         counts = peer_counts(path)
@@ -67,7 +70,8 @@ def table_groups(
     rewritten: dict[int, Attributes] = {}  # id(original, interned by the reader) → rewritten
     groups: dict[tuple[Family, Attributes], list[int]] = {}
     keep: list[Attributes] = []  # keeps the originals alive so their ids stay unique
-    for rec in MrtReader(path, errors="count"):
+    reader = MrtReader(path, errors="count")
+    for rec in reader:
         if type(rec) is not RibEntry or rec.peer_ip != peer:
             continue
         fam_seen = seen[rec.family]
@@ -82,6 +86,9 @@ def table_groups(
         groups.setdefault((rec.family, attrs), []).append(rec.key)
     if not groups:
         raise ValueError(f"{path}: no RIB entries of peer {peer}")
+    if damage is not None and reader.stats.errors:
+        errors = reader.stats.errors
+        damage.append(f"{path}: {len(errors)} damaged record(s) skipped, the first: {errors[0]}")
     for (family, attrs), keys in groups.items():
         yield family, attrs, keys
 
