@@ -92,23 +92,27 @@ def _duration(seconds: float) -> str:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from orchestrator.config import load_config
+    from orchestrator.config import config_warnings, load_config
 
     cfg = load_config(args.config)
     print(
         f"{args.config}: ok ({len(cfg.peers)} peers, fib {cfg.fib.mode.value}, "
         f"lab {'on' if cfg.lab.enabled else 'off'})"
     )
+    for warning in config_warnings(cfg):
+        print(f"{args.config}: warning: {warning}")
     return 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from orchestrator.config import load_config
+    from orchestrator.config import config_warnings, load_config
     from orchestrator.daemon import run_daemon
-    from orchestrator.log import configure_logging
+    from orchestrator.log import configure_logging, get_logger
 
     cfg = load_config(args.config)
     configure_logging(args.log_level or cfg.runtime.log_level, json=True if args.json_logs else None)
+    for warning in config_warnings(cfg):
+        get_logger().warning("config_warning", detail=warning)
     progress = sys.stderr.isatty() and not args.no_progress
     return run_daemon(cfg, progress=progress)
 
@@ -249,6 +253,9 @@ def cmd_fib(args: argparse.Namespace) -> int:
             f"installed: ipv4 {data['installed']['ipv4']:,}, ipv6 {data['installed']['ipv6']:,}; "
             f"pending {data['pending']:,}; errors {data['errors']:,}"
         )
+        if data.get("stale"):
+            print(f"stale: {data['stale']:,} routes kept from before the restart, deleted when every peer "
+                  f"has sent End-of-RIB or after {data['stale_timeout']:g} s")
         if data.get("last_error"):
             print(f"last error: {data['last_error']}")
     return 0

@@ -95,6 +95,10 @@ class FibConfig:
     upstream_table_base: int = 20100
     """With per_upstream_tables: peers[i] of kind upstream or mux gets table base + i unless it sets
     its own ``table`` (resolved into ``PeerConfig.table`` by load_config)."""
+    stale_timeout: float = 120.0
+    """After a restart, routes found in the kernel are kept (forwarding) until every peer sent
+    End-of-RIB; a peer that does not come back has its routes deleted after this many seconds
+    (0 = keep them until it does). 120 s: RFC 4724's suggested restart time."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -702,7 +706,7 @@ def _load_decision(ctx: _Ctx, value: object) -> DecisionConfig:
 
 def _load_fib(ctx: _Ctx, value: object) -> FibConfig:
     keys = ("mode", "table", "protocol", "metric", "netns", "source_interface", "per_upstream_tables",
-            "upstream_table_base")
+            "upstream_table_base", "stale_timeout")
     sec = _Section(ctx, "fib", _table(ctx, "fib", value), keys)
     d = FibConfig()
     return FibConfig(
@@ -716,6 +720,7 @@ def _load_fib(ctx: _Ctx, value: object) -> FibConfig:
         upstream_table_base=sec.get(
             "upstream_table_base", _int(1, _UPSTREAM_TABLE_MAX), d.upstream_table_base
         ),
+        stale_timeout=sec.get("stale_timeout", _float(0, 86400), d.stale_timeout),
     )
 
 
@@ -949,6 +954,32 @@ def _load_lab(ctx: _Ctx, value: object, peers: Sequence[PeerConfig]) -> LabConfi
     )
 
 
+def _check_lab_contained(ctx: _Ctx, lab: LabConfig, fib: FibConfig, peers: Sequence[PeerConfig]) -> None:
+    """The lab stays on loopback and out of this host's routing tables."""
+    if fib.mode is not FibMode.OFF and not fib.netns:
+        raise ctx.error("fib.netns", "the lab's generated routes would go into this host's table "
+                        f'{fib.table}: set fib.netns (the shipped config uses "peerctl-lab") '
+                        'or fib.mode = "off"')
+    by_name = {p.name: p for p in peers}
+    for i, name in enumerate(lab.feeders):
+        if not ipaddress.ip_address(by_name[name].neighbor).is_loopback:
+            raise ctx.error(f"lab.feeders[{i}]", f"peer {name}'s neighbor {by_name[name].neighbor} is not a "
+                            "loopback address: a lab feeder listens there (use 127.0.0.0/8 or ::1)")
+
+
+def config_warnings(config: Config) -> list[str]:
+    """What is valid but risky: ``peerctl check`` prints these and ``peerctl run`` logs them."""
+    out = []
+    try:
+        loopback = ipaddress.ip_address(config.api.host).is_loopback
+    except ValueError:  # a host name
+        loopback = config.api.host == "localhost"
+    if not loopback:
+        out.append(f"api.listen: {config.api.host} is not a loopback address, and the API has no "
+                   "authentication: anyone who reaches it can announce and withdraw prefixes")
+    return out
+
+
 def load_config(path: str | Path) -> Config:
     """Read, validate and resolve ``path`` into a ``Config``.
 
@@ -991,6 +1022,8 @@ def load_config(path: str | Path) -> Config:
     templates = _load_templates(ctx, data.get("templates", {}))
     peers = _resolve_upstream_tables(ctx, fib, _load_peers(ctx, data.get("peers", []), templates))
     lab = _load_lab(ctx, data.get("lab", {}), peers)
+    if lab.enabled:
+        _check_lab_contained(ctx, lab, fib, peers)
     safety = _load_safety(ctx, data["safety"], local.asn) if "safety" in data else None
     announce = _load_announce(ctx, data.get("announce", {}))
     collector = _load_collector(ctx, data.get("collector", {}), source.parent, runtime)

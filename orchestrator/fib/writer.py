@@ -91,7 +91,7 @@ class FibWriter:
     """
 
     def __init__(self, config: FibConfig, local: LocalConfig, log: Any, *, window: float = 0.02,
-                 batch: int = 2048, reconcile_interval: float = 300.0, stale_timeout: float = 600.0,
+                 batch: int = 2048, reconcile_interval: float = 300.0, stale_timeout: float | None = None,
                  upstream_tables: Mapping[str, int] | None = None,
                  nh_range: tuple[int, int] = (NH_ID_BASE, NH_ID_UPSTREAM)) -> None:
         self.config = config
@@ -104,7 +104,7 @@ class FibWriter:
         self.window = window
         self.batch = batch
         self.reconcile_interval = reconcile_interval
-        self.stale_timeout = stale_timeout
+        self.stale_timeout = config.stale_timeout if stale_timeout is None else stale_timeout
         self._diff = FibDiff()
         self._installed: dict[Family, dict[int, int]] = {f: {} for f in _FAMILIES}
         self._failed: dict[Family, dict[int, tuple[int, str]]] = {f: {} for f in _FAMILIES}
@@ -856,6 +856,8 @@ class FibWriter:
             "installed": {"ipv4": len(self._installed[Family.IPV4]),
                           "ipv6": len(self._installed[Family.IPV6])},
             "pending": len(self._diff) + self._inflight,
+            "stale": sum(len(v) for v in self._stale.values()),  # from before a restart, not re-learned
+            "stale_timeout": self.stale_timeout,
             "errors": self.errors,
             "last_error": self.last_error,
         } | ({"upstreams": {peer: {k: v for k, v in child.status().items()

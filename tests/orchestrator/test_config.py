@@ -289,6 +289,11 @@ BAD: list[tuple[str, str, str]] = [
         "config.toml:5: fib.table: must be between 1 and 4294967295, got 0",
     ),
     (
+        "fib-stale-timeout",
+        LOCAL + "[fib]\nstale_timeout = -1\n",
+        "config.toml:5: fib.stale_timeout: must be between 0 and 86400, got -1",
+    ),
+    (
         "fib-table-local",
         LOCAL + "[fib]\ntable = 255\n",
         "config.toml:5: fib.table: 255 is the kernel's local table",
@@ -602,6 +607,17 @@ BAD: list[tuple[str, str, str]] = [
         "config.toml:12: peers[0].hold_time: must be 0 or >= 3",
     ),
     ("line-dotted", "fib.table = 255\n" + LOCAL, "config.toml:1: fib.table: 255"),
+    (
+        "lab-into-host-table",
+        LOCAL + PEER_A.replace("192.0.2.2", "127.0.0.2") + '[fib]\nmode = "full"\n[lab]\nenabled = true\n'
+        'feeders = ["a"]\n',
+        "fib.netns: the lab's generated routes would go into this host's table 254",
+    ),
+    (
+        "lab-feeder-not-loopback",
+        LOCAL + PEER_A + '[lab]\nenabled = true\nfeeders = ["a"]\n',
+        "lab.feeders[0]: peer a's neighbor 192.0.2.2 is not a loopback address",
+    ),
 ]
 
 
@@ -688,3 +704,12 @@ def test_peer_config_is_frozen(tmp_path: Path) -> None:
     assert isinstance(peer, PeerConfig)
     with pytest.raises(AttributeError):
         peer.hold_time = 3  # type: ignore[misc]
+
+
+def test_warnings_for_an_api_open_beyond_loopback(tmp_path: Path) -> None:
+    from orchestrator.config import config_warnings
+
+    assert config_warnings(load(tmp_path, LOCAL)) == []
+    assert config_warnings(load(tmp_path, LOCAL + '[api]\nlisten = "localhost:8179"\n')) == []
+    (warning,) = config_warnings(load(tmp_path, LOCAL + '[api]\nlisten = "0.0.0.0:8179"\n'))
+    assert warning.startswith("api.listen: 0.0.0.0 is not a loopback address")

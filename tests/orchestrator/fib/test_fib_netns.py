@@ -109,7 +109,8 @@ def test_install_replace_withdraw(ns: str) -> None:
         assert r4["10.0.5.0/24"]["gateway"] == "192.0.2.3"
         assert "10.0.6.0/24" not in r4 and "2a00:0:700::/40" not in r6
         st = w.status()
-        keys = {"netns", "table", "protocol", "mode", "installed", "pending", "errors", "last_error"}
+        keys = {"netns", "table", "protocol", "mode", "installed", "pending", "stale", "stale_timeout", "errors",
+                "last_error"}
         assert set(st) == keys
         assert st["installed"] == {"ipv4": 299, "ipv6": 299} and st["pending"] == 0 and st["errors"] == 0
         await w.stop()
@@ -278,7 +279,10 @@ def test_restart_after_kill9_reconciles_without_blackhole(ns: str) -> None:
             w.submit(Family.IPV6, v6(n), "2001:db8::2", "a")
         await w.flush()
         assert len(routes(ns, Family.IPV4)) > 4500  # stale routes kept until the sweep
+        status = w.status()
+        assert status["stale"] == 500 + 3 and status["stale_timeout"] == FibConfig().stale_timeout
         await w.sweep_stale()
+        assert w.status()["stale"] == 0
         await w.stop()
 
     try:
