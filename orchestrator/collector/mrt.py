@@ -102,7 +102,8 @@ class MrtError(OrchestratorError):
         self.record_index = record_index
         self.offset = offset
         self.message = message
-        super().__init__(f"{path}: record {record_index} at offset {offset}: {message}")
+        where = "" if offset < 0 else f"record {record_index} at offset {offset}: "  # -1: the file itself
+        super().__init__(f"{path}: {where}{message}")
 
 
 class MrtType(enum.IntEnum):
@@ -424,6 +425,27 @@ class _Prefetch:
         self._thread.join(timeout=5)
 
 
+# Every type RFC 6396 defines (0-10 deprecated, OSPF, IS-IS): a first record of another type
+# means the file is something else.
+_MRT_TYPES: Final = frozenset((*range(0, 14), 16, 17, 32, 33, 48, 49))
+_MAGIC: Final = ((b"\xfd7zXZ\x00", "xz"), (b"\x28\xb5\x2f\xfd", "zstd"), (b"\x04\x22\x4d\x18", "lz4"),
+                 (b"PK\x03\x04", "zip"), (b"\xd4\xc3\xb2\xa1", "pcap"), (b"\x0a\x0d\x0d\x0a", "pcapng"))
+_MAX_SANE_LENGTH: Final = 1 << 24  # the largest real records (a RIB entry with 1000s of paths) are ~1 MB
+
+
+def not_mrt_detail(head: bytes, mtype: int, length: int) -> str:
+    """Why a file is not read as MRT, judged by its first record header ("" when it may be MRT): a
+    format named by its magic bytes, or a type RFC 6396 does not define with a length no record has
+    (an unknown type of a sane length is a newer record type, skipped and counted)."""
+    for magic, name in _MAGIC:
+        if head.startswith(magic):
+            return f"not an MRT file: {name} data (MRT files are read plain, gz or bz2)"
+    if mtype not in _MRT_TYPES and length > _MAX_SANE_LENGTH:
+        return (f"not an MRT file: the first record's type is {mtype}, which RFC 6396 does not define, "
+                f"and its length {length} bytes (MRT files are read plain, gz or bz2)")
+    return ""
+
+
 def _open_source(source: str | os.PathLike[str] | bytes | BinaryIO) -> tuple[str, BinaryIO, bool]:
     if isinstance(source, bytes | bytearray | memoryview):
         return "<bytes>", io.BytesIO(bytes(source)), True
@@ -659,6 +681,9 @@ class MrtReader:
                                    or f"{src.kind} stream ended before its end marker")
                     break
                 ts, mtype, subtype, length = unpack_header(buf, pos)
+                if index == 0 and base + pos == 0 and (detail := not_mrt_detail(buf[:8], mtype, length)):
+                    self._fail(0, 0, detail)
+                    break
                 if pos + 12 + length > len(buf) and not more(12 + length):
                     detail = self._truncation_detail or (
                         f"{src.kind} stream ended early" if src.truncated else "file ends")

@@ -174,3 +174,17 @@ def test_random_bytes_only_raise_mrt_error(blob: bytes) -> None:
 def test_updates_sample_is_read() -> None:
     ups = [r for r in read_mrt(UPDATES) if isinstance(r, Bgp4mpUpdate)]
     assert len(ups) == 20 and sum(len(v) for u in ups for v in u.withdraw.values()) == 5
+
+
+def test_a_file_that_is_not_mrt_says_so() -> None:
+    import lzma
+
+    for data, says in ((lzma.compress(UPDATES), "not an MRT file: xz data"),
+                       (b"\xff\xff\xff\xff\xee\xee\xee\xee\xfe\xfe\xfe\xfe" + b"\x00" * 100,
+                        "not an MRT file: the first record's type is 61166")):
+        reader = MrtReader(data, errors="count")
+        assert list(reader) == []
+        (error,) = reader.stats.errors
+        assert says in str(error) and "plain, gz or bz2" in str(error)
+    with pytest.raises(MrtError, match=r"^/nonexistent\.mrt: cannot open: No such file"):
+        list(MrtReader("/nonexistent.mrt"))
