@@ -164,7 +164,7 @@ def _peer_table(peers: list[dict[str, Any]]) -> str:
                 _duration(p["uptime_s"]),
                 rx,
                 best,
-                p["last_error"],
+                p["last_error"] if p["state"] != "established" else "",  # GET .../peers keeps it
             ]
         )
     return _table(
@@ -179,7 +179,12 @@ def cmd_peers(args: argparse.Namespace) -> int:
             _print_json(data)
         else:
             for k, v in data.items():
-                print(f"{k:18} {v}")
+                if isinstance(v, dict):  # families: one line each, e.g. "ipv4  received 1,234  best 1,200"
+                    print(k)
+                    for sub, value in v.items():
+                        print(f"  {sub:16} " + (_fields(value) if isinstance(value, dict) else str(value)))
+                else:
+                    print(f"{k:18} {v}")
         return 0
     peers = api_call(args, "GET", "/api/v1/peers")
     if args.json:
@@ -187,6 +192,11 @@ def cmd_peers(args: argparse.Namespace) -> int:
     else:
         print(_peer_table(peers))
     return 0
+
+
+def _fields(d: dict[str, Any]) -> str:
+    return "  ".join(f"{k} {v:,}" if isinstance(v, int) and not isinstance(v, bool) else f"{k} {v}"
+                     for k, v in d.items())
 
 
 def _route_lines(route: dict[str, Any]) -> list[str]:
@@ -212,7 +222,8 @@ def _route_lines(route: dict[str, Any]) -> list[str]:
             extras.append(f"best{why}{fib}")
         lines.append(
             f"{star} {route['prefix']:<20} via {path['next_hop']:<16} {path['peer']:<12} "
-            f"lp {path['local_pref']} {path['origin']} [{aspath}] " + ", ".join(extras)
+            f"lp {'-' if path['local_pref'] is None else path['local_pref']} {path['origin']} [{aspath}] "
+            + ", ".join(extras)
         )
     return lines
 

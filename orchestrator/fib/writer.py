@@ -253,8 +253,10 @@ class FibWriter:
                     self.created.append(f"address {addr} on {name}")
         except Exception as exc:
             raise KernelInstallError(f"fib: cannot create source interface {name!r}: {exc}") from None
-        self.log.warning("fib_source_interface_created", interface=name, peer_interface=peer,
-                         netns=self.config.netns, created=list(self.created))
+        # on this host's own links a warning (we changed them); inside our namespace (the lab) routine
+        say = self.log.warning if not self.config.netns else self.log.info
+        say("fib_source_interface_created", interface=name, peer_interface=peer, netns=self.config.netns,
+            created=list(self.created))
 
     async def _adopt(self) -> None:
         """Start-up reconcile: routes and nexthop objects of our protocol become installed + stale."""

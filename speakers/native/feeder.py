@@ -296,7 +296,8 @@ class Feeder:
             sent += self.table.counts[fam]
         elapsed = time.perf_counter() - t1
         plog.info("table_sent", prefixes=sent, seconds=round(elapsed, 3), encode_seconds=round(encode_s, 3),
-                  prefixes_per_s=round(sent / elapsed) if elapsed > 0 else None,
+                  # written into the socket buffer, not yet read: a rate only over a measurable time
+                  prefixes_per_s=round(sent / elapsed) if elapsed >= 0.1 else None,
                   families=[f.short for f in families])  # fmt: skip
 
     async def _keepalives(self, writer: asyncio.StreamWriter, hold: int) -> None:
