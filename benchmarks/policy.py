@@ -17,6 +17,8 @@ attribute sets and 76.8k distinct AS paths) has 72% of consecutive prefixes of a
 its prefixes and origins the same way). The collector peer relays paths of many IXP members, so on
 that table the first-AS and next-hop rules are off (they would reject everything).
 Times are CPU seconds, median of ``--repeat`` (2 cores shared with other benchmarks).
+The chains use the C accelerators of ``policies/_match.c`` when they are built (the report says which);
+``PEERCTL_PURE=1`` measures the pure-Python path.
 The target (issue 4): the chain adds <= 20% to peerctl's own per-prefix ingest CPU (~6 µs per prefix
 measured by benchmarks/ingest, RESULTS.md "Ingest (ExaBGP)"), i.e. <= 1.2 µs per prefix.
 """
@@ -36,6 +38,7 @@ from typing import Any
 from orchestrator.config import PeerKind
 from orchestrator.rib.attrs import AS_SEQUENCE, Attributes
 from orchestrator.rib.prefix import Family, key_from_parts, key_length
+from policies import accel
 from policies.model import Direction, ImportChain, PeerContext, Policy, Route, Statement, Verdict
 from policies.prefixset import PrefixEntry, PrefixList
 from policies.rpki import Vrp, VrpTable
@@ -219,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
 
-    results: dict[str, Any] = {"budget_us_per_prefix": BUDGET_US}
+    results: dict[str, Any] = {"budget_us_per_prefix": BUDGET_US, "accelerated": accel.MODULE is not None}
     updates = gen_table(args.prefixes, args.seed)
     ctx = PeerContext.for_kind("upstream", PeerKind.UPSTREAM, PEER_AS, LOCAL_AS, NEIGHBOR)
     rules = ImportRules.for_kind(PeerKind.UPSTREAM, max_path_length=50)
@@ -239,6 +242,8 @@ def main(argv: list[str] | None = None) -> int:
         if "real" in results:
             report(f"real table as sent ({results['real']['file']})", results["real"])
         print(f"  target      {BUDGET_US:6.3f} µs/prefix (20% of ~6 µs ingest)")
+        path = "C accelerators (policies._match)" if results["accelerated"] else "pure Python"
+        print(f"  path        {path}")
     return 0
 
 

@@ -60,6 +60,8 @@ typedef struct {
     Py_ssize_t nsteps;
     Py_ssize_t ngroups; /* 1 + the largest output index of an accepting step (0: none) */
     Step *steps;
+    Py_ssize_t nidx;    /* steps with a range index (LIST, RPKI), */
+    Py_ssize_t *idx;    /* in order: their positions in steps */
 } LoopObject;
 
 static void
@@ -230,13 +232,15 @@ range_of(const Step *s, uint64_t network)
     return lo - 1; /* >= 0: starts[0] == 0 <= network, and bucket bounds are >= 1 (get_index) */
 }
 
+/* Does step ``s`` hit a prefix of ``length`` whose network lies in range ``r`` of the step's index
+ * (``range_of``; unused by steps without one)? */
 static inline int
-step_hits(const Step *s, uint64_t network, unsigned length, int have_origin, uint64_t origin)
+step_hits(const Step *s, Py_ssize_t r, unsigned length, int have_origin, uint64_t origin)
 {
     int hit;
     switch (s->op) {
     case OP_LIST: {
-        uint64_t mask = ((const uint64_t *)s->vals.buf)[range_of(s, network)];
+        uint64_t mask = ((const uint64_t *)s->vals.buf)[r];
         hit = length < 64 && (mask >> length & 1);
         break;
     }
@@ -244,7 +248,6 @@ step_hits(const Step *s, uint64_t network, unsigned length, int have_origin, uin
         hit = (long long)length < s->lo || (long long)length > s->hi;
         break;
     case OP_RPKI: {
-        Py_ssize_t r = range_of(s, network);
         const uint32_t *o = s->offs.buf;
         const uint64_t *c = s->vals.buf;
         int state = RPKI_NOT_FOUND;
@@ -291,8 +294,10 @@ loop_clear(LoopObject *self)
     for (Py_ssize_t i = 0; i < self->nsteps; i++)
         step_release(&self->steps[i]);
     PyMem_Free(self->steps);
+    PyMem_Free(self->idx);
     self->steps = NULL;
-    self->nsteps = 0;
+    self->idx = NULL;
+    self->nsteps = self->nidx = 0;
     self->ngroups = 0;
     return 0;
 }
@@ -336,7 +341,8 @@ loop_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     Py_INCREF(fallback);
     self->fallback = fallback;
     self->steps = PyMem_Calloc((size_t)n, sizeof(Step));
-    if (self->steps == NULL) {
+    self->idx = PyMem_Calloc((size_t)n, sizeof(Py_ssize_t));
+    if (self->steps == NULL || self->idx == NULL) {
         Py_DECREF(seq);
         Py_DECREF(self);
         return PyErr_NoMemory();
@@ -351,12 +357,15 @@ loop_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         }
         if (s->accept && s->out + 1 > self->ngroups)
             self->ngroups = s->out + 1;
+        if (s->op == OP_LIST || s->op == OP_RPKI)
+            self->idx[self->nidx++] = i;
     }
     Py_DECREF(seq);
     return (PyObject *)self;
 }
 
-#define SMALL 64
+#define SMALL 64    /* keys of an UPDATE held on the stack; more go to the heap */
+#define SMALL_IDX 8 /* indexed steps, likewise */
 
 static PyObject *
 loop_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf, PyObject *kwnames)
@@ -392,19 +401,27 @@ loop_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf, PyObje
 
     /* Pass 1: own a reference to every key and its value (a finalizer run by an allocation below
      * may change a list; the owned copy keeps this call consistent). */
-    Py_ssize_t n = PySequence_Fast_GET_SIZE(keys);
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(keys), nidx = self->nidx;
     PyObject *small_obj[SMALL];
     uint64_t small_val[SMALL];
+    uint32_t small_len[SMALL];
+    Py_ssize_t small_rng[SMALL * SMALL_IDX];
     PyObject **objs = small_obj;
     uint64_t *vals = small_val;
-    if (n > SMALL) {
-        objs = PyMem_Malloc((size_t)n * sizeof(PyObject *));
-        vals = PyMem_Malloc((size_t)n * sizeof(uint64_t));
-        if (objs == NULL || vals == NULL) {
-            PyMem_Free(objs);
-            PyMem_Free(vals);
+    uint32_t *lens = small_len;
+    Py_ssize_t *rng = small_rng;
+    void *heap = NULL;
+    if (n > SMALL || nidx > SMALL_IDX) { /* one block: range indexes, values, objects, lengths */
+        if ((size_t)n > PY_SSIZE_T_MAX / ((size_t)nidx + 3) / sizeof(uint64_t))
             return PyErr_NoMemory();
-        }
+        heap = PyMem_Malloc((size_t)n * ((size_t)nidx * sizeof(Py_ssize_t) + sizeof(uint64_t) +
+                                         sizeof(PyObject *) + sizeof(uint32_t)) + 1);
+        if (heap == NULL)
+            return PyErr_NoMemory();
+        rng = heap;
+        vals = (uint64_t *)(rng + n * nidx);
+        objs = (PyObject **)(vals + n);
+        lens = (uint32_t *)(objs + n);
     }
     PyObject **items = PySequence_Fast_ITEMS(keys);
     Py_ssize_t taken = 0;
@@ -429,16 +446,52 @@ loop_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf, PyObje
         goto release_fallback;
     }
 
-    /* Pass 2: split each key as split_key does, first step that hits decides. */
+    /* Pass 2: split each key as split_key does (vals[i] becomes the network, lens[i] the length),
+     * and look every key up in every indexed step before testing any: the lookups of an UPDATE's
+     * keys are independent, so done in stages with prefetches their cache misses overlap instead of
+     * queueing one after another (a random-order table misses on nearly every level). */
     for (Py_ssize_t i = 0; i < n; i++) {
         uint64_t key = vals[i];
         unsigned bl = key ? 64 - (unsigned)__builtin_clzll(key) : 0; /* int.bit_length */
         unsigned sh = bl ? (((bl + 7) >> 3) - 1) << 3 : 0;
-        unsigned length = (unsigned)(key >> sh);
-        uint64_t network = bl ? (key & ((1ULL << sh) - 1)) << (WIDTH - sh) : 0;
-        for (Py_ssize_t j = 0; j < self->nsteps; j++) {
+        lens[i] = (unsigned)(key >> sh);
+        vals[i] = bl ? (key & ((1ULL << sh) - 1)) << (WIDTH - sh) : 0;
+        for (Py_ssize_t x = 0; x < nidx; x++) {
+            const Step *s = &self->steps[self->idx[x]];
+            if (s->have_bnd)
+                __builtin_prefetch((const uint32_t *)s->bnd.buf + (vals[i] >> BUCKET_SHIFT));
+        }
+    }
+    for (Py_ssize_t i = 0; i < n; i++)
+        for (Py_ssize_t x = 0; x < nidx; x++) {
+            const Step *s = &self->steps[self->idx[x]];
+            if (s->have_bnd) {
+                const uint32_t *b = (const uint32_t *)s->bnd.buf + (vals[i] >> BUCKET_SHIFT);
+                __builtin_prefetch((const uint64_t *)s->starts.buf + ((b[0] + b[1]) >> 1));
+            }
+        }
+    for (Py_ssize_t i = 0; i < n; i++)
+        for (Py_ssize_t x = 0; x < nidx; x++) {
+            const Step *s = &self->steps[self->idx[x]];
+            Py_ssize_t r = rng[i * nidx + x] = range_of(s, vals[i]);
+            __builtin_prefetch(s->op == OP_RPKI ? (const void *)((const uint32_t *)s->offs.buf + r)
+                                                : (const void *)((const uint64_t *)s->vals.buf + r));
+        }
+    for (Py_ssize_t i = 0; i < n; i++)
+        for (Py_ssize_t x = 0; x < nidx; x++) {
+            const Step *s = &self->steps[self->idx[x]];
+            if (s->op == OP_RPKI)
+                __builtin_prefetch((const uint64_t *)s->vals.buf + ((const uint32_t *)s->offs.buf)[rng[i * nidx + x]]);
+        }
+    /* Pass 3: the first step that hits decides. */
+    for (Py_ssize_t i = 0; i < n; i++) {
+        unsigned length = lens[i];
+        for (Py_ssize_t j = 0, x = 0; j < self->nsteps; j++) {
             const Step *s = &self->steps[j];
-            if (!step_hits(s, network, length, have_origin, org))
+            Py_ssize_t r = 0;
+            if (s->op == OP_LIST || s->op == OP_RPKI)
+                r = rng[i * nidx + x++];
+            if (!step_hits(s, r, length, have_origin, org))
                 continue;
             if (s->accept) {
                 if (s->out >= PyList_GET_SIZE(groups)) {
@@ -472,20 +525,14 @@ release_fallback:
     for (Py_ssize_t i = 0; i < taken; i++)
         Py_DECREF(objs[i]);
     taken = 0;
-    if (objs != small_obj) {
-        PyMem_Free(objs);
-        PyMem_Free(vals);
-    }
+    PyMem_Free(heap);
 fallback:
     return PyObject_Vectorcall(self->fallback, args, nargsf, kwnames);
 
 done:
     for (Py_ssize_t i = 0; i < taken; i++)
         Py_DECREF(objs[i]);
-    if (objs != small_obj) {
-        PyMem_Free(objs);
-        PyMem_Free(vals);
-    }
+    PyMem_Free(heap);
     return result;
 }
 

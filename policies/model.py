@@ -43,6 +43,17 @@ UPDATE of ~6 prefixes, so the compile runs about once per UPDATE):
   call at all; others are called. Per-set values reach the loop as arguments (``origin``, the set's
   origin AS, is the one inline sources may read), so sets share the generated function.
 
+Where a C compiler was available, three optional accelerators (``policies/_match.c``, wired in by
+``policies.accel``; ``PEERCTL_PURE=1`` turns them off) take the remaining Python costs, each falling
+back to the Python code above, which stays the reference, for anything it does not take as is:
+
+* the generated loop of an IPv4 shape whose steps all carry an ``Inline.native`` form (prefix
+  lists, length bounds, RPKI states, their negations) runs as one C call per UPDATE over flat
+  arrays (``_match.Loop``);
+* the leading gates of the simple plan that carry a native form (``native_gate``) run as one C
+  call per attribute set over the AS path (``_match.Gates``);
+* the import action's output set is a slot copy of the received one (``_match.Copier``).
+
 Pure: no I/O, no clock; the max-prefix state (how many prefixes the peer already has) is passed in.
 """
 

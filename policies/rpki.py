@@ -12,6 +12,10 @@ disjoint ranges, each holding the tuple of VRPs that contain it; one ``bisect`` 
 (usually one or two), then a filter on ``prefix length <= route length``. ``naive_validate`` is the
 scan-everything reference for the property tests.
 
+For the C import loop (``policies.accel``) the IPv4 candidates are also kept flat (``VrpTable.flat``:
+one 64-bit word per VRP, ``asn << 16 | prefix length << 8 | maxLength``, and per range an offset into
+them), built once per table on first use.
+
 ``parse_vrp_json`` reads the rpki-client / Routinator JSON export ``{"roas": [{"asn": "AS13335" | 13335,
 "prefix": "1.0.0.0/24", "maxLength": 24, "ta": "..."}]}``. ``load_vrps`` reads a file (blocking; call it
 from a thread or at startup).
