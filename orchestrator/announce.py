@@ -42,7 +42,7 @@ import contextlib
 import math
 import os
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -104,6 +104,21 @@ class Wanted:
     attrs: Attributes  # as checked by the safety rules (before the per-peer export policy, next hop)
     changed_at: float
     refused: tuple[tuple[str, str], ...] = ()  # (peer, export rule): group members left out
+    variants: tuple[tuple[str, Announcement, Attributes], ...] = ()
+    """Targets sent their own attribute set (PEERING: per-mux prepends, poisoning, communities):
+    (peer, its request, its checked attributes); the other targets get ``announcement``."""
+
+    def for_peer(self, name: str) -> tuple[Announcement, Attributes]:
+        for peer, ann, attrs in self.variants:
+            if peer == name:
+                return ann, attrs
+        return self.announcement, self.attrs
+
+    def same_request(self, ann: Announcement, targets: tuple[str, ...],
+                     variants: Sequence[tuple[str, Announcement]]) -> bool:
+        """The same announcement(s) to the same targets: re-asking is not a change."""
+        return (self.announcement == ann and self.targets == targets
+                and [v[:2] for v in self.variants] == list(variants))
 
 
 @dataclass(slots=True)
@@ -116,12 +131,27 @@ class Advertised:
     rule: str = ""  # the export rule, when refused
 
 
+def _announcement(saved: dict[str, Any]) -> Announcement:
+    """An ``Announcement`` from its saved form (``asdict``; JSON turned its tuples into lists)."""
+    lists = ("muxes", "peers", "poison", "as_set", "communities", "large_communities")
+    tuples: dict[str, Any] = {k: tuple(tuple(x) if isinstance(x, list) else x for x in saved[k])
+                              for k in lists if k in saved}
+    return Announcement(**{**saved, **tuples})
+
+
 def _canonical(prefix: str) -> str:
     try:
         family, key = parse_prefix(prefix)
     except ValueError as exc:
         raise PolicyError("prefix", str(exc)) from None
     return format_prefix(family, key)
+
+
+def _request_json(ann: Announcement, attrs: Attributes) -> dict[str, Any]:
+    """One peer's own attribute set, as ``wanted_json`` lists it under ``per_peer``."""
+    return {"prepend": ann.prepend, "origin": ann.origin, "poison": list(ann.poison),
+            "next_hop": ann.next_hop or None,
+            **{k: v for k, v in attrs_json(attrs).items() if k != "next_hop"}}  # fmt: skip
 
 
 def attrs_json(a: Attributes) -> dict[str, Any]:
@@ -220,15 +250,18 @@ class AnnouncementManager:
 
     # -- what the experiment runner needs besides announce/withdraw (orchestrator.experiments) ------
 
-    def check_rules(self, ann: Announcement, now: float, explicit: Sequence[str] = ()) -> None:
+    def check_rules(self, ann: Announcement, now: float, explicit: Sequence[str] = (),
+                    variants: Mapping[str, Announcement] | None = None) -> None:
         """Every rule but the rate rule (which an experiment's plan simulates over its timeline), and
         the export policy of each explicitly named target (group members that refuse are left out
-        when the step runs). Raises PolicyError."""
+        when the step runs) and of each peer with its own attribute set. Raises PolicyError."""
         attrs = self._check(ann, now, rate=False)
-        for name in explicit:
+        checked = tuple((n, v, self._check(v, now, rate=False)) for n, v in (variants or {}).items())
+        wanted = Wanted(ann, (), attrs, now, variants=checked)
+        for name in (*explicit, *(variants or {})):
             peer = self._peer(name)
             if peer is not None:
-                self.command_for(peer, Wanted(ann, (), attrs, now))
+                self.command_for(peer, wanted)
 
     def last_change(self, prefix: str) -> float | None:
         return self.history.last_change(prefix)
@@ -238,18 +271,25 @@ class AnnouncementManager:
         return rules.min_interval if rules is not None else 0.0
 
     async def announce(self, ann: Announcement, targets: Sequence[str], *, group: bool = False,
-                       at: float | None = None) -> Wanted:
+                       at: float | None = None, variants: Mapping[str, Announcement] | None = None) -> Wanted:
         """Check the safety rules and each target's export policy, then send. Raises PolicyError
         (nothing sent, nothing changed). With ``group`` (targets chosen by ``--all``/``--kind``), peers
         whose export policy refuses are left out (``Wanted.refused``) unless all of them refuse.
-        ``at``: the time the change counts at for the rate rule (a scheduled step's own time)."""
+        ``at``: the time the change counts at for the rate rule (a scheduled step's own time).
+        ``variants``: peers (targets too, named explicitly) that get their own attribute set for
+        this prefix instead of ``ann``'s; checked by the same rules, one change for the rate rule."""
         prefix = _canonical(ann.prefix)
-        ann = replace(ann, prefix=prefix, muxes=tuple(targets))
+        variants = variants or {}
+        targets = (*targets, *(n for n in variants if n not in targets))
+        ann = replace(ann, prefix=prefix, muxes=tuple(t for t in targets if t not in variants))
         now = self.clock() if at is None else at
+        own = [(n, replace(v, prefix=prefix, muxes=(n,))) for n, v in variants.items()]
         old = self.wanted.get(prefix)
-        if old is not None and old.announcement == ann and old.targets == tuple(targets):
+        if old is not None and old.same_request(ann, targets, own):
             return old  # nothing changes: not a change for the rate rule either
         attrs = self._check(ann, now)
+        checked = tuple((n, v, self._check(v, now)) for n, v in own)
+        trial = Wanted(ann, (), attrs, now, variants=checked)
         plans: dict[str, tuple[str, Attributes]] = {}
         refused: dict[str, PolicyError] = {}
         for name in targets:
@@ -257,16 +297,16 @@ class AnnouncementManager:
             if peer is None:
                 continue
             try:
-                plans[name] = self.command_for(peer, Wanted(ann, (), attrs, now))
+                plans[name] = self.command_for(peer, trial)
             except PolicyError as exc:
-                if not group:
+                if not group or name in variants:
                     raise
                 refused[name] = exc
         if refused and not plans:
             raise next(iter(refused.values()))
         targets = tuple(t for t in targets if t not in refused)
-        ann = replace(ann, muxes=targets)
-        wanted = Wanted(ann, targets, attrs, now, tuple((n, e.rule) for n, e in refused.items()))
+        ann = replace(ann, muxes=tuple(t for t in targets if t not in variants))
+        wanted = Wanted(ann, targets, attrs, now, tuple((n, e.rule) for n, e in refused.items()), checked)
         self.wanted[prefix] = wanted
         self._record(prefix, now)
         gone = set(old.targets) - set(targets) if old is not None else set()
@@ -300,8 +340,10 @@ class AnnouncementManager:
                               f"{rules.min_interval:g} s between changes: wait {wait} s")
         left = tuple(t for t in old.targets if t not in chosen)
         if left:
+            muxes = tuple(t for t in left if t in old.announcement.muxes)
             self.wanted[prefix] = replace(old, targets=left, changed_at=now,
-                                          announcement=replace(old.announcement, muxes=left))
+                                          announcement=replace(old.announcement, muxes=muxes),
+                                          variants=tuple(v for v in old.variants if v[0] in left))
         else:
             del self.wanted[prefix]
         self._record(prefix, now)
@@ -354,8 +396,8 @@ class AnnouncementManager:
     def command_for(self, peer: PeerConfig, wanted: Wanted) -> tuple[str, Attributes]:
         """The command for ``peer`` and the attributes it carries. Raises PolicyError when the peer's
         export policy (or a safety rule on its result) refuses."""
-        ann = wanted.announcement
-        attrs = self.export(peer, ann.prefix, wanted.attrs)
+        ann, base = wanted.for_peer(peer.name)
+        attrs = self.export(peer, ann.prefix, base)
         local = self.config.local
         if peer.peer_as == local.asn:
             attrs = without_own_as(attrs, local.asn)
@@ -373,7 +415,7 @@ class AnnouncementManager:
         try:
             line, attrs = self.command_for(peer, wanted)
         except PolicyError as exc:  # the export policy changed since (reload): send nothing
-            self._refused(name, prefix, wanted.attrs, exc)
+            self._refused(name, prefix, wanted.for_peer(name)[1], exc)
             return
         await self._send_planned(name, prefix, line, attrs)
 
@@ -445,7 +487,8 @@ class AnnouncementManager:
                 targets = wanted.targets + tuple(back)
                 wanted = replace(wanted, targets=targets, refused=tuple(r for r in wanted.refused
                                                                           if r[0] not in back),
-                                 announcement=replace(wanted.announcement, muxes=targets))  # fmt: skip
+                                 announcement=replace(wanted.announcement,
+                                                      muxes=(*wanted.announcement.muxes, *back)))  # fmt: skip
                 self.wanted[prefix] = wanted
             for name in wanted.targets:
                 peer = self._peer(name)
@@ -458,7 +501,7 @@ class AnnouncementManager:
                     if current is not None and current.state != "refused":
                         await self._send_withdraw(name, prefix)
                         out["withdrawn"].append(f"{name} {prefix}")
-                    self._refused(name, prefix, wanted.attrs, exc)
+                    self._refused(name, prefix, wanted.for_peer(name)[1], exc)
                     continue
                 if current is None or current.command != line:
                     await self._send_planned(name, prefix, line, attrs)
@@ -502,6 +545,7 @@ class AnnouncementManager:
                 "changed_at": w.changed_at, **{k: v for k, v in attrs_json(w.attrs).items()
                                                if k != "next_hop"},
                 "refused": dict(w.refused),
+                **({"per_peer": {n: _request_json(v, va) for n, v, va in w.variants}} if w.variants else {}),
             })  # fmt: skip
         return out
 
@@ -527,7 +571,8 @@ class AnnouncementManager:
             "version": 1,
             "announcements": [
                 {**asdict(w.announcement), "targets": list(w.targets), "changed_at": w.changed_at,
-                 "refused": [list(r) for r in w.refused]}
+                 "refused": [list(r) for r in w.refused],
+                 **({"variants": [{"peer": n, **asdict(v)} for n, v, _ in w.variants]} if w.variants else {})}
                 for w in self.wanted.values()
             ],
             "history": self._history_raw,
@@ -559,17 +604,16 @@ class AnnouncementManager:
                 targets = tuple(n for n in item.pop("targets") if n in names)
                 changed_at = float(item.pop("changed_at", 0.0))
                 refused = tuple((str(n), str(r)) for n, r in item.pop("refused", []) if n in names)
-                ann = Announcement(**{**item, **{k: tuple(tuple(x) if isinstance(x, list) else x
-                                                          for x in item[k])
-                                                 for k in ("muxes", "peers", "poison", "as_set",
-                                                           "communities", "large_communities")
-                                                 if k in item}})  # fmt: skip
+                saved = [dict(v) for v in item.pop("variants", [])]
+                ann = _announcement(item)
                 attrs = self._check(ann, self.clock(), rate=False)
+                variants = tuple((n, v, self._check(v, self.clock(), rate=False))
+                                 for n, v in ((d.pop("peer"), _announcement(d)) for d in saved) if n in names)
             except (PolicyError, TypeError, KeyError, ValueError) as exc:
                 self.log.error("announcement_dropped", item=str(item)[:200], reason=str(exc))
                 continue
             if targets:
-                self.wanted[ann.prefix] = Wanted(ann, targets, attrs, changed_at, refused)
+                self.wanted[ann.prefix] = Wanted(ann, targets, attrs, changed_at, refused, variants)
                 for name in targets:
                     peer = self._peer(name)
                     if peer is None:
@@ -577,7 +621,7 @@ class AnnouncementManager:
                     try:
                         line, a = self.command_for(peer, self.wanted[ann.prefix])
                     except PolicyError as exc:  # the config changed while we were down
-                        self._refused(name, ann.prefix, attrs, exc)
+                        self._refused(name, ann.prefix, self.wanted[ann.prefix].for_peer(name)[1], exc)
                         continue
                     self.adv.setdefault(name, {})[ann.prefix] = Advertised(ann.prefix, line, a)
         return len(self.wanted)

@@ -75,8 +75,14 @@ def cmd_announcements(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(data)
     else:
-        rows = [[a["prefix"], ",".join(a["peers"]), " ".join(map(str, a["as_path"])), a["next_hop"],
-                 " ".join(a["communities"] + a["large_communities"])] for a in data]  # fmt: skip
+        rows = []
+        for a in data:  # the prefix's common set, then one row per peer with a set of its own
+            own = a.get("per_peer", {})
+            rows.append([a["prefix"], ",".join(p for p in a["peers"] if p not in own),
+                         " ".join(map(str, a["as_path"])), a["next_hop"],
+                         " ".join(a["communities"] + a["large_communities"])])  # fmt: skip
+            rows += [["", name, " ".join(map(str, v["as_path"])), v["next_hop"] or a["next_hop"],
+                      " ".join(v["communities"] + v["large_communities"])] for name, v in own.items()]
         print(_table(["Prefix", "Peers", "AS path", "Next hop", "Communities"], rows))
     return 0
 

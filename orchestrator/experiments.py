@@ -55,8 +55,8 @@ LATE_GRACE = 30.0
 """A step that comes up this many seconds late (peerctl was down) still runs; later ones are missed."""
 SLEEP_SLICE = 30.0
 MAX_STEPS = 1000
-STEP_KEYS = frozenset({"at", "action", "prefix", "peers", "all", "kind", "prepend", "origin", "poison",
-                       "communities", "large_communities", "next_hop"})  # fmt: skip
+ATTR_KEYS = frozenset({"prepend", "origin", "poison", "communities", "large_communities", "next_hop"})
+STEP_KEYS = frozenset({"at", "action", "prefix", "peers", "all", "kind", "per_peer", *ATTR_KEYS})
 EXPERIMENT_KEYS = frozenset({"name", "start", "delay", "steps", "description"})
 
 
@@ -72,11 +72,13 @@ class Announcer(Protocol):
         kind: str | None = None,
         family: Family | None = None,
     ) -> tuple[str, ...]: ...
-    def check_rules(self, ann: Announcement, now: float, explicit: Sequence[str] = ()) -> None: ...
+    def check_rules(self, ann: Announcement, now: float, explicit: Sequence[str] = (),
+                    variants: Mapping[str, Announcement] | None = None) -> None: ...
     def last_change(self, prefix: str) -> float | None: ...
     def min_interval(self) -> float: ...
     async def announce(self, ann: Announcement, targets: Sequence[str], *, group: bool = False,
-                       at: float | None = None) -> Any: ...
+                       at: float | None = None,
+                       variants: Mapping[str, Announcement] | None = None) -> Any: ...
     async def withdraw(self, prefix: str, targets: Sequence[str] = (), *,
                        at: float | None = None) -> tuple[str, ...]: ...
 
@@ -91,6 +93,7 @@ class Step:
     announcement: Announcement | None
     body: dict[str, Any]
     group: bool = False  # targets from all/kind: members whose export policy refuses are left out
+    variants: tuple[tuple[str, Announcement], ...] = ()  # peers with an attribute set of their own
     state: str = "pending"
     ran_at: float | None = None
     outcome: str = ""
@@ -216,6 +219,9 @@ def _parse_step(
     prefix = format_prefix(family, key)
     body = {k: v for k, v in raw.items() if k not in ("at", "action")}
     body["prefix"] = prefix
+    variants: tuple[tuple[str, Announcement], ...] = ()
+    if action == "announce" and body.get("per_peer"):
+        variants = _parse_per_peer(i, body["per_peer"], prefix, family, announcer, parse_request)
     if action == "withdraw":
         extra = set(body) - {"prefix", "peers", "all", "kind"}
         if extra:
@@ -237,32 +243,62 @@ def _parse_step(
             targets = announcer.resolve(peers, bool(body.get("all")), kind, family)
         except PolicyError as exc:
             raise PolicyError(exc.rule, f"steps[{i}]: {_reason(exc)}") from None
-    return Step(i, float(at), action, prefix, targets, ann, body, group=not peers)
+    targets = (*targets, *(n for n, _ in variants if n not in targets))
+    return Step(i, float(at), action, prefix, targets, ann, body, group=not peers, variants=variants)
+
+
+def _parse_per_peer(
+    i: int, spec: Any, prefix: str, family: Family, announcer: Announcer,
+    parse_request: Callable[[dict[str, Any]], Announcement],
+) -> tuple[tuple[str, Announcement], ...]:
+    """``per_peer = {NAME = {attributes}}``: peers sent an attribute set of their own (a whole set)."""
+    if not isinstance(spec, dict) or not all(isinstance(v, dict) for v in spec.values()):
+        raise ApiError(400, f"steps[{i}].per_peer: expected a table of peer name -> attributes")
+    out = []
+    for name, attrs in spec.items():
+        unknown = set(attrs) - ATTR_KEYS
+        if unknown:
+            raise ApiError(400, f"steps[{i}].per_peer.{name}: unknown keys {sorted(unknown)}")
+        try:
+            announcer.resolve([name], family=family)
+        except PolicyError as exc:
+            raise PolicyError(exc.rule, f"steps[{i}].per_peer: {_reason(exc)}") from None
+        try:
+            out.append((name, replace(parse_request({**attrs, "prefix": prefix}), muxes=(name,))))
+        except ApiError as exc:
+            raise ApiError(400, f"steps[{i}].per_peer.{name}.{exc}") from None
+    return tuple(out)
+
+
+_State = tuple[Announcement, tuple[str, ...], tuple[Any, ...]]  # announcement, targets, per-peer variants
 
 
 def _simulate(order: Sequence[Step], start: float, announcer: Announcer) -> None:
     """The rate rule and withdraw-needs-announced over the timeline (announce rules checked too)."""
     interval = announcer.min_interval()
     last: dict[str, float | None] = {}
-    current: dict[str, tuple[Announcement, tuple[str, ...]] | None] = {}
+    current: dict[str, _State | None] = {}
     for s in order:
         t = start + s.at
         where = f"steps[{s.index}] (at +{s.at:g} s)"
         if s.prefix not in last:
             last[s.prefix] = announcer.last_change(s.prefix)
             w = announcer.wanted.get(s.prefix)
-            current[s.prefix] = (w.announcement, tuple(w.targets)) if w is not None else None
+            current[s.prefix] = (w.announcement, tuple(w.targets), tuple(v[:2] for v in w.variants)) \
+                if w is not None else None
         now_state = current[s.prefix]
         if s.action == "announce":
             assert s.announcement is not None
-            ann = replace(s.announcement, prefix=s.prefix, muxes=s.targets)
+            own = dict(s.variants)
+            ann = replace(s.announcement, prefix=s.prefix, muxes=tuple(t for t in s.targets if t not in own))
             try:
-                announcer.check_rules(ann, t, () if s.group else s.targets)
+                announcer.check_rules(ann, t, () if s.group else s.targets, own)
             except PolicyError as exc:
                 raise PolicyError(exc.rule, f"{where}: {_reason(exc)}") from None
-            if now_state is not None and now_state == (ann, s.targets):
+            variants = tuple((n, replace(v, prefix=s.prefix)) for n, v in s.variants)
+            if now_state is not None and now_state == (ann, s.targets, variants):
                 continue  # the same announcement again: not a change
-            new_state: tuple[Announcement, tuple[str, ...]] | None = (ann, s.targets)
+            new_state: _State | None = (ann, s.targets, variants)
         else:
             if now_state is None:
                 raise PolicyError("not-announced", f"{where}: {s.prefix} is not announced at that point")
@@ -271,7 +307,8 @@ def _simulate(order: Sequence[Step], start: float, announcer: Announcer) -> None
                 raise PolicyError(
                     "not-announced", f"{where}: {s.prefix} is not announced to {', '.join(s.targets)} then"
                 )
-            new_state = (replace(now_state[0], muxes=left), left) if left else None
+            new_state = (replace(now_state[0], muxes=tuple(p for p in left if p in now_state[0].muxes)), left,
+                         tuple(v for v in now_state[2] if v[0] in left)) if left else None
         prev = last[s.prefix]
         if prev is not None and t - prev < interval:
             raise PolicyError(
@@ -412,7 +449,9 @@ class ExperimentRunner:
             if step.action == "announce":
                 assert step.announcement is not None
                 ann = replace(step.announcement, prefix=step.prefix)
-                await self.announcer.announce(ann, step.targets, group=step.group, at=at)
+                own = dict(step.variants)
+                targets = tuple(t for t in step.targets if t not in own)
+                await self.announcer.announce(ann, targets, group=step.group, at=at, variants=own)
                 outcome = f"announced to {', '.join(step.targets)}"
             else:
                 done = await self.announcer.withdraw(step.prefix, step.targets, at=at)
@@ -492,6 +531,22 @@ class ExperimentRunner:
         )
 
 
+def _attr_body(ann: Announcement) -> dict[str, Any]:
+    """A PEERING announcement's attributes as request keys (PEERING peer ids become communities)."""
+    out: dict[str, Any] = {}
+    if ann.origin is not None:
+        out["origin"] = ann.origin
+    if ann.poison:
+        out["poison"] = list(ann.poison)
+    comms = [f"{c >> 16}:{c & 0xFFFF}" for c in ann.communities]
+    comms += [f"{PEERING_ASN}:{p}" for p in ann.peers]
+    if comms:
+        out["communities"] = comms
+    if ann.large_communities:
+        out["large_communities"] = [f"{a}:{b}:{c}" for a, b, c in ann.large_communities]
+    return out
+
+
 def from_peering_experiment(
     doc: Any,
     round_interval: float,
@@ -501,8 +556,8 @@ def from_peering_experiment(
     """PEERING experiment JSON → the body of ``POST /api/v1/experiments`` (module docstring).
 
     Raises ApiError(400) naming the place: ``rounds[1]['A']: placeholder prefix, bind it with --bind
-    A=PREFIX``, ``rounds[0]['184.164.224.0/24'].announce: 2 announcements with different attributes
-    for one prefix in one round`` (peerctl sends one attribute set per prefix)."""
+    A=PREFIX``, ``rounds[0]['184.164.224.0/24'].announce: mux amsterdam01 given two attribute sets in
+    one round``. Muxes given different attributes for one prefix get them (``per_peer``)."""
     bindings = bindings or {}
     body = doc.get("experiment", doc) if isinstance(doc, dict) else doc
     if not isinstance(body, dict) or not isinstance(body.get("rounds"), list) or not body["rounds"]:
@@ -532,27 +587,26 @@ def from_peering_experiment(
         at = r * round_interval
         for prefix, anns in by_prefix.items():
             first = anns[0]
-            same = [replace(a, muxes=()) for a in anns]
-            if any(a != same[0] for a in same[1:]):
-                raise ApiError(
-                    400,
-                    f"rounds[{r}][{prefix!r}].announce: {len(anns)} announcements with "
-                    "different attributes for one prefix in one round (peerctl sends one "
-                    "attribute set per prefix: split them into rounds)",
-                )
-            muxes = [m for a in anns for m in a.muxes]
+            # The first entry's attribute set goes to its muxes and every mux given the same set;
+            # muxes given another set get it as their own (``per_peer``), as PEERING sends per mux.
+            main = replace(first, muxes=())
+            muxes = [m for a in anns if replace(a, muxes=()) == main for m in a.muxes]
+            own: dict[str, dict[str, Any]] = {}
+            for a in anns:
+                if replace(a, muxes=()) != main:
+                    if "all" in a.muxes or "all" in muxes:
+                        raise ApiError(400, f"rounds[{r}][{prefix!r}].announce: different attributes for "
+                                       "one prefix on 'all' muxes and on some: name the muxes")
+                    for m in a.muxes:
+                        if m in own or m in muxes:
+                            raise ApiError(400, f"rounds[{r}][{prefix!r}].announce: mux {m} given two "
+                                           "attribute sets in one round")
+                        own[m] = _attr_body(a)
             step: dict[str, Any] = {"at": at, "action": "announce", "prefix": prefix}
             step.update({"all": True} if "all" in muxes else {"peers": list(dict.fromkeys(muxes))})
-            if first.origin is not None:
-                step["origin"] = first.origin
-            if first.poison:
-                step["poison"] = list(first.poison)
-            comms = [f"{c >> 16}:{c & 0xFFFF}" for c in first.communities]
-            comms += [f"{PEERING_ASN}:{p}" for p in first.peers]
-            if comms:
-                step["communities"] = comms
-            if first.large_communities:
-                step["large_communities"] = [f"{a}:{b}:{c}" for a, b, c in first.large_communities]
+            step.update(_attr_body(first))
+            if own:
+                step["per_peer"] = own
             steps.append(step)
         gone: dict[str, list[str]] = {}
         for prefix, mux in request.withdrawals:

@@ -1,7 +1,9 @@
 """Routes of issue 4: announcements, what each peer was sent, and the lab's view of the other side.
 
 ``POST /api/v1/announcements`` ``{"prefix", "peers": [..] | "all": true | "kind": "mux", "prepend",
-"origin", "poison": [..], "communities": ["A:B"], "large_communities": ["A:B:C"], "next_hop"}``,
+"origin", "poison": [..], "communities": ["A:B"], "large_communities": ["A:B:C"], "next_hop",
+"per_peer": {NAME: {same attribute keys}}}`` (``per_peer``: peers sent an attribute set of their own,
+as PEERING's per-mux announcements),
 ``DELETE /api/v1/announcements`` ``{"prefix", "peers"?, "all"?, "kind"?}``, ``GET
 /api/v1/announcements``, ``GET /api/v1/announcements/allowed`` → ``{"prefixes": [...]}``, ``GET
 /api/v1/peers/{name}/adv``, ``GET /api/v1/lab/received?peer=NAME``.
@@ -28,8 +30,8 @@ from policies.safety import Announcement
 
 T = TypeVar("T")
 ANNOUNCER: web.AppKey[AnnouncementManager] = web.AppKey("announcer")
-_BODY_KEYS = frozenset({"prefix", "peers", "all", "kind", "prepend", "origin", "poison", "communities",
-                        "large_communities", "next_hop"})
+_ATTR_KEYS = frozenset({"prepend", "origin", "poison", "communities", "large_communities", "next_hop"})
+_BODY_KEYS = frozenset({"prefix", "peers", "all", "kind", "per_peer", *_ATTR_KEYS})
 
 
 def refusal(exc: PolicyError) -> web.Response:
@@ -105,6 +107,27 @@ def parse_request(body: dict[str, Any]) -> Announcement:
                         communities=comms, large_communities=large, next_hop=nh)  # fmt: skip
 
 
+def parse_per_peer(mgr: AnnouncementManager, body: dict[str, Any]) -> dict[str, Announcement]:
+    """``"per_peer": {NAME: {attributes}}``: peers that get their own attribute set for the prefix
+    (each a whole set: what it leaves out is the default, not taken from the body's)."""
+    spec = body.get("per_peer") or {}
+    if not isinstance(spec, dict) or not all(isinstance(v, dict) for v in spec.values()):
+        raise ApiError(400, "per_peer: expected an object of peer name -> attributes")
+    family = parse_prefix(body["prefix"])[0]
+    out: dict[str, Announcement] = {}
+    for name, attrs in spec.items():
+        unknown = set(attrs) - _ATTR_KEYS
+        if unknown:
+            raise ApiError(400, f"per_peer.{name}: unknown keys {sorted(unknown)} "
+                           f"(expected {sorted(_ATTR_KEYS)})")
+        mgr.resolve([name], family=family)  # PolicyError("targets") for an unknown peer
+        try:
+            out[name] = parse_request({**attrs, "prefix": body["prefix"]})
+        except ApiError as exc:
+            raise ApiError(400, f"per_peer.{name}.{exc}") from None
+    return out
+
+
 def _targets(mgr: AnnouncementManager, body: dict[str, Any], default_all: bool = False) -> tuple[str, ...]:
     peers = body.get("peers") or []
     if not isinstance(peers, list) or not all(isinstance(p, str) for p in peers):
@@ -134,7 +157,8 @@ async def post_announcement(request: web.Request) -> web.Response:
         ann = parse_request(body)
         # Explicit peers must all accept (else nothing is sent); a group skips its refusing members.
         targets = _targets(mgr, body)
-        wanted = await mgr.announce(ann, targets, group=not body.get("peers"))
+        variants = parse_per_peer(mgr, body)
+        wanted = await mgr.announce(ann, targets, group=not body.get("peers"), variants=variants)
     except PolicyError as exc:
         return refusal(exc)
     item = next(i for i in mgr.wanted_json() if i["prefix"] == wanted.announcement.prefix)

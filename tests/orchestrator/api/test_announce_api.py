@@ -58,3 +58,17 @@ def test_a_peer_named_twice_is_one_target(tmp_path: Path) -> None:
     status, answer = call(tmp_path, "POST", {"prefix": "198.51.100.0/24", "peers": ["up1", "up1"]})
     assert status == 200, answer
     assert answer["peers"] == ["up1"]
+
+
+def test_per_peer_attribute_sets(tmp_path: Path) -> None:
+    body = {"prefix": "198.51.100.0/24", "peers": ["up1"], "prepend": 1,
+            "per_peer": {"rs": {"communities": ["64512:7"]}}}
+    status, answer = call(tmp_path, "POST", body)
+    assert status == 200, answer
+    assert answer["peers"] == ["up1", "rs"] and answer["as_path"] == [64512, 64512]
+    assert answer["per_peer"]["rs"]["as_path"] == [64512] and answer["per_peer"]["rs"]["communities"] == ["64512:7"]
+    for per_peer, code, says in (({"nobody": {}}, 422, "no peer named 'nobody'"),
+                                 ({"rs": {"prefix": "x"}}, 400, "per_peer.rs: unknown keys ['prefix']"),
+                                 ({"rs": {"prepend": -1}}, 400, "per_peer.rs.prepend")):
+        status, answer = call(tmp_path, "POST", {**body, "per_peer": per_peer})
+        assert status == code and says in answer["error"], answer

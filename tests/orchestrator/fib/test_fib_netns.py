@@ -109,8 +109,8 @@ def test_install_replace_withdraw(ns: str) -> None:
         assert r4["10.0.5.0/24"]["gateway"] == "192.0.2.3"
         assert "10.0.6.0/24" not in r4 and "2a00:0:700::/40" not in r6
         st = w.status()
-        keys = {"netns", "table", "protocol", "mode", "installed", "pending", "stale", "stale_timeout", "errors",
-                "last_error"}
+        keys = {"netns", "table", "protocol", "mode", "installed", "pending", "stale", "stale_timeout",
+                "errors", "last_error"}
         assert set(st) == keys
         assert st["installed"] == {"ipv4": 299, "ipv6": 299} and st["pending"] == 0 and st["errors"] == 0
         await w.stop()
