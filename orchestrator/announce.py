@@ -447,6 +447,27 @@ class AnnouncementManager:
         entry.state, entry.since = "sent", time.time()
         await speaker.send(entry.command)
 
+    async def settle(self, prefix: str, timeout: float = 3.0) -> dict[str, str]:
+        """Each target's state for ``prefix`` once the speakers that acknowledge (ExaBGP) answered,
+        or ``timeout`` passed: ``acked``, ``error`` (the speaker refused the command: its log says
+        why), ``sent``, ``pending`` (session down: sent when it comes up), ``refused``."""
+        prefix = _canonical(prefix)
+        wanted = self.wanted.get(prefix)
+        targets = wanted.targets if wanted is not None else ()
+        deadline = time.monotonic() + timeout
+
+        def waiting() -> bool:
+            return any(e.state == "sent" and self._acks(n) for n in targets
+                       if (e := self.adv.get(n, {}).get(prefix)) is not None)  # fmt: skip
+
+        while waiting() and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        return {n: e.state for n in targets if (e := self.adv.get(n, {}).get(prefix)) is not None}
+
+    def _acks(self, name: str) -> bool:
+        session = getattr(self._speakers().get(name), "session", None)
+        return session is not None and hasattr(session, "on_answer")
+
     def _hook(self, name: str, speaker: Any) -> None:
         """ExaBGP speakers: learn which commands were acknowledged (``ExaBGPSession.on_answer``)."""
         session = getattr(speaker, "session", None)

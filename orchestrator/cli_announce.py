@@ -51,7 +51,12 @@ def cmd_announce(args: argparse.Namespace) -> int:
                  if data["large_communities"] else ""))  # fmt: skip
         for name, rule in sorted(data.get("refused", {}).items()):
             print(f"  not to {name}: its export policy refuses it (rule {rule})")
-    return 0
+        says = {"error": "its speaker refused the command (the daemon log says why)",
+                "pending": "session down: sent when it comes up"}
+        for name, state in data.get("states", {}).items():
+            if state in says:
+                print(f"  {name}: {says[state]}")
+    return 1 if "error" in data.get("states", {}).values() else 0
 
 
 def cmd_withdraw(args: argparse.Namespace) -> int:

@@ -48,7 +48,9 @@ def cmd_irr_refresh(args: argparse.Namespace) -> int:
             if res.ok:
                 print(f"{peer.name}: {res.entries} prefixes from {peer.policy.irr.as_set} -> {path}")
             else:
-                print(f"{peer.name}: kept the last good list ({res.entries} prefixes): {res.error}")
+                kept = (f"kept the last good list ({res.entries} prefixes)" if path.exists()
+                        else "no list yet (its routes are not IRR-filtered until one is fetched)")
+                print(f"{peer.name}: {kept}: {res.error}")
     reloaded: Any = None
     done = [r.peer for r in results if r.ok]
     if done and not args.no_reload:

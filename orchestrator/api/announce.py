@@ -161,8 +161,9 @@ async def post_announcement(request: web.Request) -> web.Response:
         wanted = await mgr.announce(ann, targets, group=not body.get("peers"), variants=variants)
     except PolicyError as exc:
         return refusal(exc)
+    states = await mgr.settle(wanted.announcement.prefix)
     item = next(i for i in mgr.wanted_json() if i["prefix"] == wanted.announcement.prefix)
-    return json_response(item)
+    return json_response({**item, "states": states})
 
 
 async def delete_announcement(request: web.Request) -> web.Response:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -248,3 +249,34 @@ def test_internal_peer_gets_the_path_without_our_as() -> None:
     assert "as-path" not in lines[0]
     assert "as-path [ 47065 3356 47065 ]" in lines[1]
     assert mgr.adv_json("mux1")[0]["as_path"] == []
+
+
+class AckingSpeaker:
+    """An ExaBGP-like speaker: answers each command (``ExaBGPSession.on_answer``) a bit later."""
+
+    def __init__(self, ok: bool) -> None:
+        self.ok = ok
+        self.session = self
+        self.on_answer: Any = None
+
+    async def send(self, command: str) -> None:
+        asyncio.get_running_loop().call_later(0.05, lambda: self.on_answer(command, self.ok))
+
+
+def test_settle_waits_for_the_speakers_answers() -> None:
+    """What `peerctl announce` reports: acked, or the speaker's refusal, not just 'sent'."""
+    rules = SafetyRules(LOCAL, SafetyRules.allocation(ALLOCATED))
+    cfg = Config(path=Path("c.toml"), local=LocalConfig(LOCAL, "10.0.0.1"), peers=PEERS, safety=rules,
+                 announce=AnnounceConfig())
+    speakers: dict[str, Any] = {"mux1": AckingSpeaker(True), "mux2": AckingSpeaker(False),
+                                "rs": FakeSpeaker([], [0.0])}  # no acks (native speaker): not waited for
+    mgr = AnnouncementManager(lambda: cfg, lambda: speakers, None, get_logger(), clock=lambda: 1000.0)
+
+    async def go() -> tuple[dict[str, str], float]:
+        await mgr.announce(Announcement("184.164.224.0/24"), ["mux1", "mux2", "rs"])
+        t0 = time.monotonic()
+        return await mgr.settle("184.164.224.0/24"), time.monotonic() - t0
+
+    states, waited = run(go())
+    assert states == {"mux1": "acked", "mux2": "error", "rs": "sent"}
+    assert waited < 1.0
