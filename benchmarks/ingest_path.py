@@ -338,15 +338,19 @@ def run_native_sync(data: bytes, chunks: list[bytes], workdir: Path) -> int:
     from benchmarks.ingest import FEEDER_ADDR
     from orchestrator.rib.table import DISCARD
     from speakers.events import PeerUp
+    from speakers.native.speaker import EMIT_BATCH
 
     daemon = make_daemon(workdir)
     apply = daemon._apply
     apply(PeerUp("feeder", FEEDER_AS, FEEDER_ADDR, (Family.IPV4,)), DISCARD)
     session = _native_session()
+    backlog = daemon._backlog
     for chunk in chunks:
         session.receive_data(chunk, 0.0)
-        for ev in session.take_events(1 << 30):
-            apply(ev, DISCARD)
+        while session.pending_events:
+            backlog.extend(session.take_events(EMIT_BATCH))  # one queue item, as the speaker emits
+            while backlog:
+                daemon._apply_slice(DISCARD)  # _rib_loop's slices, without the loop
     paths: int = daemon.rib.counts()["families"]["ipv4"]["paths"]
     return paths
 

@@ -17,9 +17,14 @@
  *
  * ``setup(path_type, best_change_type, only_path_reason, lo_entries, lo_bits)`` binds the Python
  * side once at import.
+ *
+ * ``intern(rib, peer, attrs)`` is ``Rib._intern`` (see "interning" below), ``setup_intern(path_type,
+ * peer_type, attributes_type)`` binds its slots; ``dumps2(value)`` is the ``marshal.dumps(value, 2)``
+ * it uses, exposed for the differential test.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <marshal.h>
 #include <structmember.h>
 
 static PyTypeObject *g_path_type;
@@ -67,6 +72,49 @@ static Py_ssize_t find_entry(PyObject *los, unsigned char b0, unsigned char b1)
     for (Py_ssize_t k = 0; k < n; k += 2)
         if (p[k] == b0 && p[k + 1] == b1)
             return (k >> 1) + 1;
+    return 0;
+}
+
+/* bucket[0] = los + entry. The index is immutable for everyone else: when the bucket holds the only
+ * reference to it, nobody can see it change, so it grows in place (PyObject_Realloc, as
+ * _PyBytes_Resize does; pymalloc keeps the block when the size class does not change, which is
+ * 7 inserts in 8) instead of a new object and a copy per insert. Same bytes, same size class, so
+ * the same memory as a copy. 0, or -1 with MemoryError and the bucket unchanged. */
+static int grow_index(PyObject *bucket, PyObject *los, const unsigned char *e)
+{
+    Py_ssize_t n = PyBytes_GET_SIZE(los);
+    if (Py_REFCNT(los) == 1 && PyBytes_CheckExact(los)) {
+#ifdef Py_TRACE_REFS
+        _Py_ForgetReference(los);
+#endif
+        PyBytesObject *sv = PyObject_Realloc(los, offsetof(PyBytesObject, ob_sval) + n + 3);
+        if (sv != NULL) {
+            if ((PyObject *)sv != los) {
+                _Py_NewReference((PyObject *)sv); /* refcount 1, as it was; tracemalloc told */
+                PyList_SET_ITEM(bucket, 0, (PyObject *)sv); /* the old block is gone: no decref */
+            }
+            Py_SET_SIZE(sv, n + 2);
+            sv->ob_sval[n] = (char)e[0];
+            sv->ob_sval[n + 1] = (char)e[1];
+            sv->ob_sval[n + 2] = '\0';
+            _Py_COMP_DIAG_PUSH
+            _Py_COMP_DIAG_IGNORE_DEPR_DECLS
+            sv->ob_shash = -1;
+            _Py_COMP_DIAG_POP
+            return 0;
+        }
+#ifdef Py_TRACE_REFS
+        _Py_NewReference(los); /* still there, as it was */
+#endif
+    }
+    PyObject *grown = PyBytes_FromStringAndSize(NULL, n + 2);
+    if (grown == NULL)
+        return -1;
+    char *g = PyBytes_AS_STRING(grown);
+    memcpy(g, PyBytes_AS_STRING(los), (size_t)n);
+    g[n] = (char)e[0];
+    g[n + 1] = (char)e[1];
+    PyList_SetItem(bucket, 0, grown); /* steals grown, drops the old index */
     return 0;
 }
 
@@ -122,19 +170,13 @@ static PyObject *announcer_next(Announcer *a)
         const unsigned char *e = (const unsigned char *)PyBytes_AS_STRING(entry);
         Py_ssize_t j = find_entry(los, e[0], e[1]);
         if (j == 0) {
-            Py_ssize_t n = PyBytes_GET_SIZE(los);
-            PyObject *grown = PyBytes_FromStringAndSize(NULL, n + 2);
-            if (grown == NULL)
+            if (PyList_Append(bucket, path) < 0)
                 return NULL;
-            char *g = PyBytes_AS_STRING(grown);
-            memcpy(g, PyBytes_AS_STRING(los), (size_t)n);
-            g[n] = (char)e[0];
-            g[n + 1] = (char)e[1];
-            if (PyList_Append(bucket, path) < 0) {
-                Py_DECREF(grown);
+            if (grow_index(bucket, los, e) < 0) {
+                /* undo the append: the bucket stays as it was (the list only shrinks, no allocation) */
+                PyList_SetSlice(bucket, PyList_GET_SIZE(bucket) - 1, PyList_GET_SIZE(bucket), NULL);
                 return NULL;
             }
-            PyList_SetItem(bucket, 0, grown); /* steals grown, drops the old index */
             a->received++;
             a->best++;
             if (record(a, key, NULL) < 0)
@@ -288,9 +330,413 @@ static PyObject *py_setup(PyObject *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
+/* --- marshal version 2 of an attribute tuple -------------------------------------------------------
+ *
+ * ``marshal.dumps(t, 2)`` byte for byte for the values attribute sets are made of (None, False,
+ * True, exact ints of up to 63 bits, exact bytes, ASCII str, exact tuples; as Python/marshal.c
+ * writes them at version 2: no references, no short forms); 1 with anything else, and the caller
+ * asks marshal itself (which also raises what it raises). */
+typedef struct {
+    char *p;
+    Py_ssize_t n, cap;
+    char small[256];
+} WBuf;
+
+static int w_room(WBuf *b, Py_ssize_t more)
+{
+    if (b->n + more <= b->cap)
+        return 0;
+    Py_ssize_t cap = b->cap * 2 > b->n + more ? b->cap * 2 : b->n + more;
+    char *q = b->p == b->small ? PyMem_Malloc((size_t)cap) : PyMem_Realloc(b->p, (size_t)cap);
+    if (q == NULL)
+        return -1;
+    if (b->p == b->small)
+        memcpy(q, b->small, (size_t)b->n);
+    b->p = q;
+    b->cap = cap;
+    return 0;
+}
+
+static void w_i32(WBuf *b, int32_t x)
+{
+    uint32_t u = (uint32_t)x;
+    for (int k = 0; k < 4; k++)
+        b->p[b->n++] = (char)(u >> (8 * k));
+}
+
+/* 0 written, 1 not a value handled here, -1 memory error */
+static int w_value(WBuf *b, PyObject *v, int depth)
+{
+    if (depth > 64)
+        return 1;
+    if (w_room(b, 5) < 0)
+        return -1;
+    if (v == Py_None || v == Py_False || v == Py_True) {
+        b->p[b->n++] = v == Py_None ? 'N' : v == Py_False ? 'F' : 'T';
+        return 0;
+    }
+    if (PyLong_CheckExact(v)) {
+        int overflow = 0;
+        long long x = PyLong_AsLongLongAndOverflow(v, &overflow);
+        if (overflow || (x == -1 && PyErr_Occurred())) {
+            PyErr_Clear();
+            return 1;
+        }
+        if (x >= INT32_MIN && x <= INT32_MAX) { /* TYPE_INT */
+            b->p[b->n++] = 'i';
+            w_i32(b, (int32_t)x);
+            return 0;
+        }
+        /* TYPE_LONG: signed count of base 2**15 digits, then the magnitude's digits, low first */
+        uint64_t m = x < 0 ? (uint64_t)0 - (uint64_t)x : (uint64_t)x;
+        int32_t l = 0;
+        for (uint64_t t = m; t; t >>= 15)
+            l++;
+        if (w_room(b, 5 + 2 * l) < 0)
+            return -1;
+        b->p[b->n++] = 'l';
+        w_i32(b, x < 0 ? -l : l);
+        for (int32_t k = 0; k < l; k++, m >>= 15) {
+            b->p[b->n++] = (char)(m & 0xFF);
+            b->p[b->n++] = (char)((m >> 8) & 0x7F);
+        }
+        return 0;
+    }
+    const char *data;
+    Py_ssize_t size;
+    char type;
+    if (PyBytes_CheckExact(v)) {
+        data = PyBytes_AS_STRING(v);
+        size = PyBytes_GET_SIZE(v);
+        type = 's'; /* TYPE_STRING */
+    } else if (PyUnicode_CheckExact(v) && PyUnicode_IS_READY(v) && PyUnicode_IS_ASCII(v)) {
+        data = (const char *)PyUnicode_DATA(v);
+        size = PyUnicode_GET_LENGTH(v);
+        type = 'u'; /* TYPE_UNICODE: version < 3 has no interned or short ASCII forms */
+    } else if (PyTuple_CheckExact(v)) {
+        Py_ssize_t n = PyTuple_GET_SIZE(v);
+        if (n > INT32_MAX)
+            return 1;
+        b->p[b->n++] = '('; /* TYPE_TUPLE: version < 4 has no small tuple */
+        w_i32(b, (int32_t)n);
+        for (Py_ssize_t k = 0; k < n; k++) {
+            int rc = w_value(b, PyTuple_GET_ITEM(v, k), depth + 1);
+            if (rc)
+                return rc;
+        }
+        return 0;
+    } else {
+        return 1;
+    }
+    if (size > INT32_MAX)
+        return 1;
+    if (w_room(b, 5 + size) < 0)
+        return -1;
+    b->p[b->n++] = type;
+    w_i32(b, (int32_t)size);
+    memcpy(b->p + b->n, data, (size_t)size);
+    b->n += size;
+    return 0;
+}
+
+static PyObject *dumps2(PyObject *v)
+{
+    WBuf b;
+    b.p = b.small;
+    b.n = 0;
+    b.cap = sizeof b.small;
+    int rc = w_value(&b, v, 0);
+    PyObject *out = rc == 0 ? PyBytes_FromStringAndSize(b.p, b.n) : NULL;
+    if (b.p != b.small)
+        PyMem_Free(b.p);
+    if (rc < 0)
+        return PyErr_NoMemory();
+    return rc == 0 ? out : PyMarshal_WriteObjectToString(v, 2);
+}
+
+static PyObject *py_dumps2(PyObject *self, PyObject *v)
+{
+    return dumps2(v);
+}
+
+/* --- interning (``Rib._intern`` and ``Rib._rank``, the reference) --------------------------------
+ *
+ * ``intern(rib, peer, attrs)`` -> the peer's ``Path`` for ``attrs``: ``encode_attrs`` (the same
+ * marshal version 2 of the same tuple), the probe of ``peer.cache``, and on a miss the rank of the
+ * common case (one non-empty AS_SEQUENCE, int fields) packed in C, the ``Path`` built with its
+ * slots filled, stored, and ``rib._sweep_peer(peer)`` when the cache reached ``peer.sweep_at``.
+ * Whatever is not exactly that (another type, an unset slot, an odd AS path or field) goes to
+ * ``rib._intern`` / ``rib._rank``, so errors and odd values are the Python ones.
+ */
+
+static PyTypeObject *g_peer_type, *g_attrs_type;
+static Py_ssize_t g_blob_off, g_rank_off;
+static Py_ssize_t g_cache_off, g_sweep_off, g_ebgp_off, g_base_off, g_lp_off;
+enum { A_NH, A_ORIGIN, A_PATH, A_MED, A_LP, A_COMM, A_LCOMM, A_ATOMIC, A_AGGR, A_OTHER, A_N };
+static const char *const g_attr_names[A_N] = {
+    "next_hop", "origin", "as_path", "med", "local_pref", "communities", "large_communities",
+    "atomic_aggregate", "aggregator", "other",
+};
+static Py_ssize_t g_attr_off[A_N];
+static PyObject *g_missing_name; /* "_missing_med_rank", interned */
+
+#define SLOT(obj, off) (*(PyObject **)((char *)(obj) + (off)))
+
+/* Rank layout (orchestrator/rib/decide.py): bit shifts of each field. */
+enum { ADDR_SHIFT = 32, MED_SHIFT = 81, ORIGIN_SHIFT = 113, ASPATH_SHIFT = 115, LP_SHIFT = 131, RANK_WORDS = 3 };
+
+static void put_bits(uint64_t *w, uint64_t value, int shift)
+{
+    w[shift >> 6] |= value << (shift & 63);
+    if ((shift & 63) && (shift >> 6) + 1 < RANK_WORDS)
+        w[(shift >> 6) + 1] |= value >> (64 - (shift & 63));
+}
+
+/* OR a non-negative int of at most 192 bits into w; -1 (error cleared) when it is not one. The
+ * peer's and the RIB's constant parts of the rank are the same few objects call after call: their
+ * words are kept, by identity (a strong reference held), in a small cache. */
+enum { WORD_CACHE = 8 };
+static struct { PyObject *obj; uint64_t w[RANK_WORDS]; } g_words[WORD_CACHE];
+static int g_words_next;
+
+static int or_int(uint64_t *w, PyObject *v)
+{
+    for (int c = 0; c < WORD_CACHE; c++)
+        if (g_words[c].obj == v) {
+            for (int i = 0; i < RANK_WORDS; i++)
+                w[i] |= g_words[c].w[i];
+            return 0;
+        }
+    unsigned char buf[8 * RANK_WORDS];
+    if (!PyLong_CheckExact(v) || _PyLong_Sign(v) < 0
+        || _PyLong_AsByteArray((PyLongObject *)v, buf, sizeof buf, 1, 0) < 0) {
+        PyErr_Clear();
+        return -1;
+    }
+    int c = g_words_next;
+    g_words_next = (c + 1) % WORD_CACHE;
+    Py_INCREF(v);
+    Py_XSETREF(g_words[c].obj, v);
+    for (int i = 0; i < RANK_WORDS; i++) {
+        uint64_t x = 0;
+        for (int b = 7; b >= 0; b--)
+            x = (x << 8) | buf[8 * i + b];
+        g_words[c].w[i] = x;
+        w[i] |= x;
+    }
+    return 0;
+}
+
+/* ``Rib._rank`` for the common case; NULL without an error set: not that case, ask Python. */
+static PyObject *fast_rank(PyObject *rib, PyObject *peer, PyObject *attrs)
+{
+    uint64_t w[RANK_WORDS] = {0, 0, 0};
+    PyObject *as_path = SLOT(attrs, g_attr_off[A_PATH]);
+    if (!PyTuple_CheckExact(as_path) || PyTuple_GET_SIZE(as_path) != 1)
+        return NULL;
+    PyObject *seg = PyTuple_GET_ITEM(as_path, 0);
+    if (!PyTuple_CheckExact(seg) || PyTuple_GET_SIZE(seg) != 2)
+        return NULL;
+    PyObject *stype = PyTuple_GET_ITEM(seg, 0), *asns = PyTuple_GET_ITEM(seg, 1);
+    if (!PyLong_CheckExact(stype) || !PyTuple_CheckExact(asns) || PyTuple_GET_SIZE(asns) == 0)
+        return NULL;
+    int overflow = 0;
+    if (PyLong_AsLongAndOverflow(stype, &overflow) != 2 || overflow) /* AS_SEQUENCE */
+        return NULL;
+    PyObject *nas = PyTuple_GET_ITEM(asns, 0);
+    PyObject *origin = SLOT(attrs, g_attr_off[A_ORIGIN]);
+    PyObject *med = SLOT(attrs, g_attr_off[A_MED]);
+    PyObject *lp = SLOT(attrs, g_attr_off[A_LP]);
+    PyObject *ebgp = SLOT(peer, g_ebgp_off);
+    if (!PyLong_CheckExact(nas) || !PyLong_Check(origin) || (med != Py_None && !PyLong_CheckExact(med))
+        || (lp != Py_None && !PyLong_CheckExact(lp)) || !PyBool_Check(ebgp))
+        return NULL;
+    Py_ssize_t as_len = PyTuple_GET_SIZE(asns);
+    /* ``x & mask`` of Python ints (two's complement for negatives) is the low bits of the C mask */
+    put_bits(w, PyLong_AsUnsignedLongLongMask(nas) & 0xFFFFFFFFu, 0);
+    put_bits(w, (uint64_t)(as_len < 0xFFFF ? as_len : 0xFFFF), ASPATH_SHIFT);
+    put_bits(w, PyLong_AsUnsignedLongLongMask(origin) & 3u, ORIGIN_SHIFT);
+    if (PyErr_Occurred()) {
+        PyErr_Clear();
+        return NULL;
+    }
+    if (ebgp == Py_True || lp == Py_None) {
+        if (or_int(w, SLOT(peer, g_lp_off)) < 0)
+            return NULL;
+    } else {
+        put_bits(w, 0xFFFFFFFFu - (PyLong_AsUnsignedLongLongMask(lp) & 0xFFFFFFFFu), LP_SHIFT);
+    }
+    if (med == Py_None) {
+        PyObject *missing = PyObject_GetAttr(rib, g_missing_name);
+        if (missing == NULL) {
+            PyErr_Clear();
+            return NULL;
+        }
+        int rc = or_int(w, missing);
+        Py_DECREF(missing);
+        if (rc < 0)
+            return NULL;
+    } else {
+        put_bits(w, PyLong_AsUnsignedLongLongMask(med) & 0xFFFFFFFFu, MED_SHIFT);
+    }
+    if (or_int(w, SLOT(peer, g_base_off)) < 0)
+        return NULL;
+    unsigned char buf[8 * RANK_WORDS];
+    for (int i = 0; i < RANK_WORDS; i++)
+        for (int b = 0; b < 8; b++)
+            buf[8 * i + b] = (unsigned char)(w[i] >> (8 * b));
+    return _PyLong_FromByteArray(buf, sizeof buf, 1, 0);
+}
+
+static PyObject *py_intern(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "intern(rib, peer, attrs)");
+        return NULL;
+    }
+    PyObject *rib = args[0], *peer = args[1], *attrs = args[2];
+    if (g_attrs_type == NULL || Py_TYPE(attrs) != g_attrs_type || Py_TYPE(peer) != g_peer_type)
+        return PyObject_CallMethod(rib, "_intern", "OO", peer, attrs);
+    PyObject *cache = SLOT(peer, g_cache_off);
+    if (cache == NULL || !PyDict_CheckExact(cache))
+        return PyObject_CallMethod(rib, "_intern", "OO", peer, attrs);
+    PyObject *t = PyTuple_New(A_N);
+    if (t == NULL)
+        return NULL;
+    for (int k = 0; k < A_N; k++) {
+        PyObject *v = SLOT(attrs, g_attr_off[k]);
+        if (v == NULL) { /* an unset slot: the Python AttributeError */
+            Py_DECREF(t);
+            return PyObject_CallMethod(rib, "_intern", "OO", peer, attrs);
+        }
+        if (k == A_ORIGIN) {
+            v = PyNumber_Long(v); /* int(attrs.origin) */
+            if (v == NULL) {
+                Py_DECREF(t);
+                return NULL;
+            }
+        } else {
+            Py_INCREF(v);
+        }
+        PyTuple_SET_ITEM(t, k, v);
+    }
+    PyObject *blob = dumps2(t);
+    Py_DECREF(t);
+    if (blob == NULL)
+        return NULL;
+    PyObject *path = PyDict_GetItemWithError(cache, blob);
+    if (path != NULL) {
+        Py_DECREF(blob);
+        Py_INCREF(path);
+        return path;
+    }
+    if (PyErr_Occurred()) {
+        Py_DECREF(blob);
+        return NULL;
+    }
+    PyObject *rank = fast_rank(rib, peer, attrs);
+    if (rank == NULL) {
+        if (PyErr_Occurred() || (rank = PyObject_CallMethod(rib, "_rank", "OO", peer, attrs)) == NULL) {
+            Py_DECREF(blob);
+            return NULL;
+        }
+    }
+    path = g_path_type->tp_alloc(g_path_type, 0);
+    if (path == NULL) {
+        Py_DECREF(blob);
+        Py_DECREF(rank);
+        return NULL;
+    }
+    Py_INCREF(peer);
+    SLOT(path, g_peer_off) = peer;
+    SLOT(path, g_blob_off) = blob; /* the references taken above move into the slots */
+    SLOT(path, g_rank_off) = rank;
+    if (PyDict_SetItem(cache, blob, path) < 0) {
+        Py_DECREF(path);
+        return NULL;
+    }
+    /* ``if len(peer.cache) >= peer.sweep_at: rib._sweep_peer(peer)`` */
+    PyObject *sweep_at = SLOT(peer, g_sweep_off);
+    int due;
+    if (sweep_at != NULL && PyLong_CheckExact(sweep_at)) {
+        int overflow = 0;
+        long long at = PyLong_AsLongLongAndOverflow(sweep_at, &overflow);
+        due = overflow ? overflow < 0 : PyDict_GET_SIZE(cache) >= at;
+    } else {
+        PyObject *size = PyLong_FromSsize_t(PyDict_GET_SIZE(cache));
+        due = size == NULL ? -1 : PyObject_RichCompareBool(size, sweep_at ? sweep_at : Py_None, Py_GE);
+        Py_XDECREF(size);
+    }
+    if (due > 0) {
+        PyObject *r = PyObject_CallMethod(rib, "_sweep_peer", "O", peer);
+        Py_XDECREF(r);
+        if (r == NULL)
+            due = -1;
+    }
+    if (due < 0) {
+        Py_DECREF(path);
+        return NULL;
+    }
+    return path;
+}
+
+static int slot_offset(PyTypeObject *type, const char *name, Py_ssize_t *off)
+{
+    PyObject *d = PyDict_GetItemString(type->tp_dict, name); /* borrowed */
+    if (d == NULL || Py_TYPE(d) != &PyMemberDescr_Type || ((PyMemberDescrObject *)d)->d_member->type != T_OBJECT_EX) {
+        PyErr_Format(PyExc_TypeError, "%s.%s must be a slot", type->tp_name, name);
+        return -1;
+    }
+    *off = ((PyMemberDescrObject *)d)->d_member->offset;
+    return 0;
+}
+
+static PyObject *py_setup_intern(PyObject *self, PyObject *args)
+{
+    PyTypeObject *path_type, *peer_type, *attrs_type;
+    if (!PyArg_ParseTuple(args, "O!O!O!", &PyType_Type, &path_type, &PyType_Type, &peer_type, &PyType_Type,
+                          &attrs_type))
+        return NULL;
+    Py_ssize_t off[A_N], peer_off, blob_off, rank_off, cache_off, sweep_off, ebgp_off, base_off, lp_off;
+    for (int k = 0; k < A_N; k++)
+        if (slot_offset(attrs_type, g_attr_names[k], &off[k]) < 0)
+            return NULL;
+    if (slot_offset(path_type, "_peer", &peer_off) < 0 || slot_offset(path_type, "blob", &blob_off) < 0
+        || slot_offset(path_type, "rank", &rank_off) < 0 || slot_offset(peer_type, "cache", &cache_off) < 0
+        || slot_offset(peer_type, "sweep_at", &sweep_off) < 0 || slot_offset(peer_type, "ebgp", &ebgp_off) < 0
+        || slot_offset(peer_type, "rank_base", &base_off) < 0 || slot_offset(peer_type, "lp_rank", &lp_off) < 0)
+        return NULL;
+    if (g_path_type != NULL && g_path_type != path_type) {
+        PyErr_SetString(PyExc_ValueError, "setup_intern: not the Path type given to setup()");
+        return NULL;
+    }
+    if (g_path_type == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "_fastrib.setup() was not called");
+        return NULL;
+    }
+    if (g_missing_name == NULL && (g_missing_name = PyUnicode_InternFromString("_missing_med_rank")) == NULL)
+        return NULL;
+    memcpy(g_attr_off, off, sizeof off);
+    g_blob_off = blob_off;
+    g_rank_off = rank_off;
+    g_cache_off = cache_off;
+    g_sweep_off = sweep_off;
+    g_ebgp_off = ebgp_off;
+    g_base_off = base_off;
+    g_lp_off = lp_off;
+    Py_INCREF(peer_type);
+    Py_XSETREF(g_peer_type, peer_type);
+    Py_INCREF(attrs_type);
+    Py_XSETREF(g_attrs_type, attrs_type);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     {"setup", py_setup, METH_VARARGS, "setup(path_type, best_change_type, only_path_reason, lo_entries, lo_bits)"},
     {"announcer", py_announcer, METH_VARARGS, "announcer(buckets, path, peer, family, changes, keys) -> iterator"},
+    {"setup_intern", py_setup_intern, METH_VARARGS, "setup_intern(path_type, peer_type, attributes_type)"},
+    {"intern", (PyCFunction)(void (*)(void))py_intern, METH_FASTCALL, "intern(rib, peer, attrs) -> Path"},
+    {"dumps2", py_dumps2, METH_O, "dumps2(value) -> marshal.dumps(value, 2)"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -41,11 +41,22 @@ GC: a full table is millions of container objects; CPython's cyclic GC then spen
 bulk load rescanning them. Wrap bulk loads in ``bulk_load()`` (or raise the thresholds in the
 daemon); nothing here creates reference cycles.
 
+Batches: ``update_many`` applies a run of UPDATEs from one peer (the daemon's RIB task hands it
+the run of a speaker read) as ``update`` would one by one, with the per-call set-up once: on a
+table load nearly every UPDATE carries a new attribute set and ~7 prefixes, so what is paid per
+UPDATE (call, checks, intern) weighs as much as the per-prefix work. ``update`` is
+``update_many`` of one.
+
 C accelerator (optional, ``_fastrib.c``): ``update``'s announcement loop runs over an iterator
 that applies, in C and in order, the announcements needing no decision (a new bucket, a prefix
 new in its bucket, the same ``Path`` again, the peer's own single ``Path`` replaced) on these same
 structures, and yields every other key to the Python loop body, which stays the one place where
-paths of several peers are compared. Not built, or ``PEERCTL_PURE=1``: the Python loop alone.
+paths of several peers are compared. A new prefix in a bucket grows the bucket's index in place
+when the bucket holds the only reference to it (nobody can see the immutable ``bytes`` change; the
+same bytes in the same allocator size class, so the same memory as the copy). ``_intern`` and
+``_rank`` are done in C too (``_fastrib.intern``: the same marshal bytes, written directly for the
+types attribute sets hold, the same rank for the common AS path; anything else asks the Python
+methods). Not built, or ``PEERCTL_PURE=1``: the Python alone, the reference the C is tested against.
 
 No I/O and no asyncio: one task owns a ``Rib`` and calls it synchronously.
 """
@@ -55,13 +66,14 @@ from __future__ import annotations
 import gc
 import os
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from marshal import dumps as _dumps
 from marshal import loads as _loads
 from operator import attrgetter
-from typing import Any, Final, NamedTuple
+from typing import Any, Final, NamedTuple, Protocol
 
 from orchestrator.rib.attrs import AS_SEQUENCE, Attributes, Origin
 from orchestrator.rib.decide import (
@@ -273,6 +285,32 @@ def bulk_load() -> Iterator[None]:
     finally:
         if was_enabled:
             gc.enable()
+
+
+class UpdateLike(Protocol):
+    """What ``Rib.update_many`` reads of an UPDATE (``speakers.events.Update`` is one)."""
+
+    @property
+    def family(self) -> Family: ...
+
+    @property
+    def attrs(self) -> Attributes | None: ...
+
+    @property
+    def announce(self) -> Sequence[int]: ...
+
+    @property
+    def withdraw(self) -> Sequence[int]: ...
+
+
+class _One(NamedTuple):
+    family: Family
+    attrs: Attributes | None
+    announce: Sequence[int]
+    withdraw: Sequence[int]
+
+
+_new_tuple: Final = tuple.__new__
 
 
 def _entries(dest: Path | tuple[Path, ...]) -> tuple[Path, ...]:
@@ -544,129 +582,145 @@ class Rib:
         are appended to ``changes`` (a new list when None), which is returned; with ``DISCARD``
         none are built. Raises KeyError for an unknown peer, ValueError for announcements without attributes.
         """
+        return self.update_many(peer, (_new_tuple(_One, (family, attrs, announce, withdraw)),), changes)
+
+    def update_many(
+        self, peer: str, updates: Iterable[UpdateLike], changes: list[BestChange] | None = None
+    ) -> list[BestChange]:
+        """``update`` of each of ``updates`` (anything with ``family``, ``attrs``, ``announce`` and
+        ``withdraw``, as ``speakers.events.Update``) in order, from one peer: the same RIB, counters,
+        changes and ``on_update`` calls as one ``update`` per item, without a call per UPDATE (a
+        table load brings ~7 prefixes per UPDATE). Raises as ``update``; the items before the one
+        that raised are applied."""
         if changes is None:
             changes = []
         ps = self._peers[peer]
-        if self.on_update is not None:
-            self.on_update(peer, family, attrs, announce, withdraw)
-        fi = 0 if family is _IPV4 else _FAMILY_INDEX[family]  # Enum.__hash__ is a Python call
-        buckets = self._buckets[fi]
-        if withdraw:
-            self._withdraw(ps, fi, family, buckets, withdraw, changes)
-        if not announce:
-            return changes
-        if attrs is None:
-            raise ValueError("announcements need attributes")
-        path = self._intern(ps, attrs)
-        rank = path.rank
+        on_update = self.on_update
         acm = self._acm
         append = changes.append
-        new_change = tuple.__new__  # BestChange without the namedtuple's Python-level __new__
-        get = buckets.get
+        new_change = _new_tuple  # BestChange without the namedtuple's Python-level __new__
         only = Reason.ONLY_PATH
         record = changes is not DISCARD  # (other branches append to DISCARD: a no-op, and rare)
-        received = 0
-        best = 0
-        # With the C accelerator, ``run`` applies the announcements that need no decision (see
-        # _fastrib.c) as it goes and yields the others, in order, to the loop body below.
-        run = None
-        if _announcer is not None:
-            run = _announcer(buckets, path, ps, family, changes if record else None, announce)
-        for key in announce if run is None else run:
-            hi = key >> LO_BITS
-            bucket = get(hi)
-            if bucket is None:
-                buckets[hi] = [_LO[key & _LO_MASK], path]
-                received += 1
-                best += 1
-                if record:
-                    append(new_change(BestChange, (family, key, None, path, only)))
+        rec = changes if record else None
+        intern = self._intern if _c_intern is None else partial(_c_intern, self)
+        announcer = _announcer
+        for u in updates:
+            family = u.family
+            attrs = u.attrs
+            announce = u.announce
+            withdraw = u.withdraw
+            if on_update is not None:
+                on_update(peer, family, attrs, announce, withdraw)
+            fi = 0 if family is _IPV4 else _FAMILY_INDEX[family]  # Enum.__hash__ is a Python call
+            buckets = self._buckets[fi]
+            if withdraw:
+                self._withdraw(ps, fi, family, buckets, withdraw, changes)
+            if not announce:
                 continue
-            lo = _LO[key & _LO_MASK]
-            los = bucket[0]
-            j = (los.find(lo) >> 1) + 1  # -1 (absent) -> 0
-            if not j:
-                bucket[0] = los + lo
-                bucket.append(path)
-                received += 1
-                best += 1
-                if record:
-                    append(new_change(BestChange, (family, key, None, path, only)))
-                continue
-            dest = bucket[j]
-            if dest is path:
-                continue
-            if type(dest) is Path:
-                if dest._peer is ps:  # implicit withdraw of our own single path
-                    bucket[j] = path
-                    append(new_change(BestChange, (family, key, dest, path, only)))
+            if attrs is None:
+                raise ValueError("announcements need attributes")
+            path = intern(ps, attrs)
+            rank = path.rank
+            get = buckets.get
+            received = 0
+            best = 0
+            # With the C accelerator, ``run`` applies the announcements that need no decision (see
+            # _fastrib.c) as it goes and yields the others, in order, to the loop body below.
+            run = None if announcer is None else announcer(buckets, path, ps, family, rec, announce)
+            for key in announce if run is None else run:
+                hi = key >> LO_BITS
+                bucket = get(hi)
+                if bucket is None:
+                    buckets[hi] = [_LO[key & _LO_MASK], path]
+                    received += 1
+                    best += 1
+                    if record:
+                        append(new_change(BestChange, (family, key, None, path, only)))
                     continue
-                received += 1
-                other = dest.rank
-                if acm or (other ^ rank) >> ORIGIN_SHIFT or not (other ^ rank) & NAS_MASK:
-                    if rank < other:  # steps 1-7 are a plain rank comparison
+                lo = _LO[key & _LO_MASK]
+                los = bucket[0]
+                j = (los.find(lo) >> 1) + 1  # -1 (absent) -> 0
+                if not j:
+                    bucket[0] = los + lo
+                    bucket.append(path)
+                    received += 1
+                    best += 1
+                    if record:
+                        append(new_change(BestChange, (family, key, None, path, only)))
+                    continue
+                dest = bucket[j]
+                if dest is path:
+                    continue
+                if type(dest) is Path:
+                    if dest._peer is ps:  # implicit withdraw of our own single path
+                        bucket[j] = path
+                        append(new_change(BestChange, (family, key, dest, path, only)))
+                        continue
+                    received += 1
+                    other = dest.rank
+                    if acm or (other ^ rank) >> ORIGIN_SHIFT or not (other ^ rank) & NAS_MASK:
+                        if rank < other:  # steps 1-7 are a plain rank comparison
+                            bucket[j] = (path, dest)
+                            dest._peer.best[fi] -= 1
+                            best += 1
+                            reason = reason_from_xor(other ^ rank)
+                            append(new_change(BestChange, (family, key, dest, path, reason)))
+                        else:
+                            bucket[j] = (dest, path)
+                        continue
+                    wins, reason = better2(path, dest, acm)
+                    if wins:
                         bucket[j] = (path, dest)
                         dest._peer.best[fi] -= 1
                         best += 1
-                        append(
-                            new_change(BestChange, (family, key, dest, path, reason_from_xor(other ^ rank)))
-                        )
+                        append(BestChange(family, key, dest, path, reason))
                     else:
                         bucket[j] = (dest, path)
                     continue
-                wins, reason = better2(path, dest, acm)
-                if wins:
-                    bucket[j] = (path, dest)
-                    dest._peer.best[fi] -= 1
-                    best += 1
-                    append(BestChange(family, key, dest, path, reason))
-                else:
-                    bucket[j] = (dest, path)
-                continue
-            # several peers: dest is (best, *others by rank)
-            old = dest[0]
-            mine = None
-            for p in dest:
-                if p._peer is ps:
-                    mine = p
-                    break
-            if mine is path:
-                continue
-            if mine is None:
-                received += 1
-            orank = old.rank
-            if (
-                mine is not old
-                and (rank > orank if acm else rank >> ORIGIN_SHIFT > orank >> ORIGIN_SHIFT)
-                and (mine is None or acm or (mine.rank ^ orank) >> ORIGIN_SHIFT)
-            ):
-                # Neither the new path nor the one it replaces reaches step 4 against the best
-                # (or the order is total): the best stays, only the others change.
-                others = [p for p in dest if p is not mine and p is not old]
-                others.append(path)
-                others.sort(key=_by_rank)
-                bucket[j] = (old, *others)
-                continue
-            rest = [p for p in dest if p is not mine]
-            rest.append(path)
-            ordered, reason_n = order(rest, acm)
-            bucket[j] = ordered
-            new = ordered[0]
-            if new is not old:
-                if old._peer is ps:
-                    best -= 1
-                else:
-                    old._peer.best[fi] -= 1
-                if new._peer is ps:
-                    best += 1
-                else:
-                    new._peer.best[fi] += 1
-                append(new_change(BestChange, (family, key, old, new, reason_n)))
-        if run is not None:
-            received += run.received
-            best += run.best
-        ps.received[fi] += received
-        ps.best[fi] += best
+                # several peers: dest is (best, *others by rank)
+                old = dest[0]
+                mine = None
+                for p in dest:
+                    if p._peer is ps:
+                        mine = p
+                        break
+                if mine is path:
+                    continue
+                if mine is None:
+                    received += 1
+                orank = old.rank
+                if (
+                    mine is not old
+                    and (rank > orank if acm else rank >> ORIGIN_SHIFT > orank >> ORIGIN_SHIFT)
+                    and (mine is None or acm or (mine.rank ^ orank) >> ORIGIN_SHIFT)
+                ):
+                    # Neither the new path nor the one it replaces reaches step 4 against the best
+                    # (or the order is total): the best stays, only the others change.
+                    others = [p for p in dest if p is not mine and p is not old]
+                    others.append(path)
+                    others.sort(key=_by_rank)
+                    bucket[j] = (old, *others)
+                    continue
+                rest = [p for p in dest if p is not mine]
+                rest.append(path)
+                ordered, reason_n = order(rest, acm)
+                bucket[j] = ordered
+                new = ordered[0]
+                if new is not old:
+                    if old._peer is ps:
+                        best -= 1
+                    else:
+                        old._peer.best[fi] -= 1
+                    if new._peer is ps:
+                        best += 1
+                    else:
+                        new._peer.best[fi] += 1
+                    append(new_change(BestChange, (family, key, old, new, reason_n)))
+            if run is not None:
+                received += run.received
+                best += run.best
+            ps.received[fi] += received
+            ps.best[fi] += best
         return changes
 
     def _withdraw(
@@ -803,8 +857,8 @@ class Rib:
 
 # --- C accelerator ------------------------------------------------------------------------------
 
-def _load_accelerator() -> Callable[..., Any] | None:
-    """``_fastrib.announcer`` bound to this module's types, or None (not built, or ``PEERCTL_PURE=1``:
+def _load_accelerator() -> Any:
+    """``_fastrib`` bound to this module's types, or None (not built, or ``PEERCTL_PURE=1``:
     the Python loop alone, the reference the C one is tested against)."""
     if os.environ.get("PEERCTL_PURE") == "1":
         return None
@@ -813,7 +867,12 @@ def _load_accelerator() -> Callable[..., Any] | None:
     except ImportError:
         return None
     _fastrib.setup(Path, BestChange, Reason.ONLY_PATH, _LO, LO_BITS)
-    return _fastrib.announcer
+    _fastrib.setup_intern(Path, _Peer, Attributes)
+    return _fastrib
 
 
-_announcer = _load_accelerator()
+_fastrib_module = _load_accelerator()
+_announcer: Callable[..., Any] | None = None if _fastrib_module is None else _fastrib_module.announcer
+_c_intern: Callable[[Rib, _Peer, Attributes], Path] | None = (
+    None if _fastrib_module is None else _fastrib_module.intern
+)

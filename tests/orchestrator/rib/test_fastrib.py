@@ -1,9 +1,12 @@
-"""``Rib.update``'s C announcement loop (orchestrator/rib/_fastrib.c) against the Python loop alone.
+"""``Rib.update``'s C announcement loop and intern (orchestrator/rib/_fastrib.c) against the Python alone.
 
 Random announce/withdraw/peer-down sequences over several peers and both families are applied to
 two RIBs, one with the accelerator and one without: after every step the best-path changes (in
 order), and at the end the buckets (index bytes and destinations), best paths and counters are
-identical. Then reference counts and memory over repeated loads, and GC tracking of the iterator.
+identical; ``update_many`` is ``update`` per item, with and without C. The C intern gives the blob
+and rank of ``Rib._intern`` for any attribute set (or raises what it raises), and its marshal
+writer ``dumps2`` the bytes of ``marshal.dumps(v, 2)``. Then reference counts and memory over
+repeated loads, and GC tracking of the iterator.
 ``test_accelerator_built`` fails when a C compiler and Python.h are present but the module was not
 built."""
 
@@ -17,6 +20,7 @@ import sysconfig
 import tracemalloc
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from typing import Any
 
 import pytest
@@ -24,7 +28,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from orchestrator.rib import table
-from orchestrator.rib.attrs import AS_SEQUENCE, Attributes
+from orchestrator.rib.attrs import AS_SEQUENCE, Attributes, Origin
 from orchestrator.rib.decide import DecisionOptions, Reason
 from orchestrator.rib.prefix import Family, key_from_parts
 from orchestrator.rib.table import DISCARD, LO_BITS, BestChange, Path, PeerInfo, Rib
@@ -59,12 +63,20 @@ def _c_announcer() -> Callable[..., Any]:
 
 @contextmanager
 def announcer(fn: Callable[..., Any] | None) -> Iterator[None]:
-    saved = table._announcer
+    """The C loop and the C intern (``fn``), or neither (None: the Python reference)."""
+    saved = table._announcer, table._c_intern
     table._announcer = fn
+    table._c_intern = None if fn is None else _c_intern()
     try:
         yield
     finally:
-        table._announcer = saved
+        table._announcer, table._c_intern = saved
+
+
+def _c_intern() -> Callable[..., Any]:
+    assert _fastrib is not None
+    _fastrib.setup_intern(Path, table._Peer, Attributes)  # as table does; also under PURE
+    return _fastrib.intern
 
 
 PEERS = [
@@ -194,6 +206,22 @@ def test_cases_it_handles_and_yields() -> None:
     ]  # another peer's
 
 
+def _no_growth(load: Callable[[], None]) -> None:
+    """Memory traced after one ``load`` does not grow over five more."""
+    tracemalloc.start()
+    try:
+        load()
+        gc.collect()
+        base = tracemalloc.get_traced_memory()[0]
+        for _ in range(5):
+            load()
+        gc.collect()
+        grown = tracemalloc.get_traced_memory()[0] - base
+    finally:
+        tracemalloc.stop()
+    assert grown < 64 * 1024, f"{grown} bytes more after 5 loads"
+
+
 @needs_c
 def test_no_leaks_and_gc() -> None:
     fast = _c_announcer()
@@ -213,18 +241,7 @@ def test_no_leaks_and_gc() -> None:
     load()
     gc.collect()
     refs = sys.getrefcount(Reason.ONLY_PATH), sys.getrefcount(Family.IPV4), sys.getrefcount(table._LO[0])
-    tracemalloc.start()
-    try:
-        load()
-        gc.collect()
-        base = tracemalloc.get_traced_memory()[0]
-        for _ in range(5):
-            load()
-        gc.collect()
-        grown = tracemalloc.get_traced_memory()[0] - base
-    finally:
-        tracemalloc.stop()
-    assert grown < 64 * 1024, f"{grown} bytes more after 5 loads"
+    _no_growth(load)
     assert (
         sys.getrefcount(Reason.ONLY_PATH),
         sys.getrefcount(Family.IPV4),
@@ -236,3 +253,165 @@ def test_no_leaks_and_gc() -> None:
     assert gc.is_tracked(run) and rib._buckets[0] in gc.get_referents(run)
     gc.collect()
     assert list(run) == [] and run.received == len(keys)
+
+
+_updates = st.lists(
+    st.tuples(
+        st.sampled_from([Family.IPV4, Family.IPV4, Family.IPV6]),
+        st.integers(0, len(ATTRS) - 1),
+        st.lists(st.integers(0, 19), max_size=10),
+        st.lists(st.integers(0, 19), max_size=4),
+    ),
+    max_size=12,
+)
+
+
+def _events(runs: list[tuple[int, list[tuple[Any, ...]]]]) -> list[tuple[str, list[table._One]]]:
+    out = []
+    for p, items in runs:
+        evs = []
+        for family, a, ann, wd in items:
+            keys = V4 if family is Family.IPV4 else V6
+            evs.append(table._One(family, ATTRS[a], [keys[i % len(keys)] for i in ann],
+                                  [keys[i % len(keys)] for i in wd]))  # fmt: skip
+        out.append((PEERS[p].name, evs))
+    return out
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(st.tuples(st.integers(0, 3), _updates), max_size=8), st.booleans(), st.booleans(), st.booleans()
+)
+def test_update_many_is_update_in_order(
+    runs: list[tuple[int, list[tuple[Any, ...]]]], record: bool, acm: bool, c: bool
+) -> None:
+    fast = _c_announcer() if c and _fastrib is not None else None
+    ref, acc = _rib(acm), _rib(acm)
+    seen: list[list[Any]] = [[], []]
+    ref.on_update = lambda *args: seen[0].append(args)
+    acc.on_update = lambda *args: seen[1].append(args)
+    for peer, evs in _events(runs):
+        want: list[BestChange] = [] if record else DISCARD
+        got: list[BestChange] = [] if record else DISCARD
+        with announcer(None):
+            for e in evs:
+                ref.update(peer, e.family, e.attrs, e.announce, e.withdraw, want)
+        with announcer(fast):
+            assert acc.update_many(peer, evs, got) is got
+        assert _norm_changes(got) == _norm_changes(want)
+    assert seen[1] == seen[0]
+    assert _state(acc) == _state(ref)
+
+
+def test_update_many_raises_as_update() -> None:
+    rib = _rib(False)
+    good = table._One(Family.IPV4, ATTRS[0], [V4[0]], [])
+    bad = table._One(Family.IPV4, None, [V4[1]], [])
+    with pytest.raises(ValueError, match="attributes"):
+        rib.update_many("p0", [good, bad, good])
+    assert rib.peer_counts("p0", Family.IPV4) == (1, 1)  # the items before it are applied
+    with pytest.raises(KeyError):
+        rib.update_many("nobody", [good])
+
+
+# --- the C intern and its marshal writer ---------------------------------------------------------
+
+_int = st.one_of(st.integers(-(2**70), 2**70), st.integers(0, 2**32), st.integers(-5, 300))
+_marshalable = st.recursive(
+    st.one_of(
+        st.none(),
+        st.booleans(),
+        _int,
+        st.binary(max_size=8),
+        st.text(max_size=6),
+        st.floats(allow_nan=False),
+        st.sampled_from([Reason.ONLY_PATH, ..., 1j]),
+    ),
+    lambda inner: st.one_of(
+        st.tuples(inner, inner),
+        st.lists(inner, max_size=3).map(tuple),
+        st.lists(inner, max_size=2),
+        st.frozensets(st.integers(), max_size=2),
+    ),
+    max_leaves=12,
+)
+
+
+def _outcome(fn: Callable[[], Any]) -> Any:
+    try:
+        return fn()
+    except Exception as exc:  # the same exception type is the contract
+        return type(exc)
+
+
+@needs_c
+@settings(max_examples=500, deadline=None)
+@given(_marshalable)
+def test_dumps2_is_marshal_version_2(value: Any) -> None:
+    import marshal
+
+    assert _fastrib is not None
+    assert _outcome(lambda: _fastrib.dumps2(value)) == _outcome(lambda: marshal.dumps(value, 2))
+
+
+_segment = st.tuples(st.sampled_from([1, 2, 2, 2, 3, 4, 9]), st.lists(_int, max_size=4).map(tuple))
+_odd = st.sampled_from([None, 1.5, "x", Reason.ONLY_PATH, True])
+_attrs = st.builds(
+    Attributes.fast,
+    st.one_of(st.just("192.0.2.1"), st.text(max_size=4)),
+    st.one_of(st.sampled_from(list(Origin)), st.integers(-3, 5), _odd),
+    st.one_of(st.lists(_segment, max_size=3).map(tuple), st.just(((AS_SEQUENCE, (65001, 2)),)), _odd),
+    st.one_of(st.none(), _int, _odd),
+    st.one_of(st.none(), _int, _odd),
+    st.lists(st.integers(0, 2**32 - 1), max_size=3).map(tuple),
+    st.lists(st.tuples(_int, _int, _int), max_size=2).map(tuple),
+    st.booleans(),
+    st.one_of(st.none(), st.tuples(st.integers(0, 2**32 - 1), st.just("10.0.0.1"))),
+    st.lists(st.tuples(st.integers(0, 255), st.integers(0, 255), st.binary(max_size=4)), max_size=2).map(
+        tuple
+    ),
+)
+
+
+@needs_c
+@settings(max_examples=500, deadline=None)
+@given(st.lists(_attrs, min_size=1, max_size=6), st.sampled_from(PEERS), st.booleans())
+def test_c_intern_is_rib_intern(sets: list[Attributes], info: PeerInfo, worst: bool) -> None:
+    intern = _c_intern()
+    ref, acc = Rib(DecisionOptions(missing_med_worst=worst)), Rib(DecisionOptions(missing_med_worst=worst))
+    for rib in (ref, acc):
+        rib.add_peer(info)
+    rp, ap = ref._peers[info.name], acc._peers[info.name]
+    for attrs in sets + sets:  # the second time: cache hits
+        want = _outcome(partial(ref._intern, rp, attrs))
+        got = _outcome(partial(intern, acc, ap, attrs))
+        if isinstance(want, Path):
+            assert isinstance(got, Path) and got._peer is ap
+            assert (got.blob, got.rank) == (want.blob, want.rank)
+            assert got is acc._peers[info.name].cache[got.blob]
+        else:
+            assert got == want
+    assert list(acc._peers[info.name].cache) == list(ref._peers[info.name].cache)
+
+
+@needs_c
+def test_c_intern_sweeps_and_does_not_leak() -> None:
+    intern = _c_intern()
+    sets = [Attributes.fast("192.0.2.1", Origin.IGP, ((AS_SEQUENCE, (65001, i)),), None, None, (), (),
+                            False, None) for i in range(6000)]  # fmt: skip
+
+    def load() -> None:
+        rib = _rib(False)
+        ps = rib._peers["p0"]
+        for a in sets:
+            intern(rib, ps, a)  # nothing holds the paths: the sweep at 4,096 drops them
+        assert len(ps.cache) < 4096 and ps.sweep_at == table._SWEEP_MIN
+
+    load()
+    gc.collect()
+    refs = [sys.getrefcount(x) for x in (sets[0], sets[0].as_path, Origin.IGP)]
+    _no_growth(load)
+    assert [sys.getrefcount(x) for x in (sets[0], sets[0].as_path, Origin.IGP)] == refs
+    rib = _rib(False)
+    path = intern(rib, rib._peers["p0"], sets[0])
+    assert gc.is_tracked(path) and rib._peers["p0"] in gc.get_referents(path)
