@@ -180,7 +180,8 @@ step_init(Step *s, PyObject *t)
             return -1;
         break;
     case OP_RPKI: {
-        if (get_index(s, it[5], it[6]) < 0 || get_array(it[7], &s->offs, &s->have_offs, "I", 4, "offsets") < 0 ||
+        if (get_index(s, it[5], it[6]) < 0 ||
+            get_array(it[7], &s->offs, &s->have_offs, "I", 4, "offsets") < 0 ||
             get_array(it[8], &s->vals, &s->have_vals, "Q", 8, "cands") < 0)
             return -1;
         long state = PyLong_AsLong(it[9]);
@@ -480,8 +481,10 @@ loop_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf, PyObje
     for (Py_ssize_t i = 0; i < n; i++)
         for (Py_ssize_t x = 0; x < nidx; x++) {
             const Step *s = &self->steps[self->idx[x]];
-            if (s->op == OP_RPKI)
-                __builtin_prefetch((const uint64_t *)s->vals.buf + ((const uint32_t *)s->offs.buf)[rng[i * nidx + x]]);
+            if (s->op == OP_RPKI) {
+                const uint32_t *o = s->offs.buf;
+                __builtin_prefetch((const uint64_t *)s->vals.buf + o[rng[i * nidx + x]]);
+            }
         }
     /* Pass 3: the first step that hits decides. */
     for (Py_ssize_t i = 0; i < n; i++) {
@@ -672,7 +675,8 @@ gate_init(Gate *g, PyObject *t)
     return 0;
 }
 
-static PyObject *gates_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf, PyObject *kwnames);
+static PyObject *gates_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf,
+                                  PyObject *kwnames);
 
 static PyObject *
 gates_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
@@ -793,7 +797,8 @@ gates_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf, PyObj
         case GATE_LONGER: {
             long long length = 0;
             for (Py_ssize_t s = 0; s < nseg; s++)
-                length += seg_type[s] == SEG_SEQUENCE ? seg_start[s + 1] - seg_start[s] : seg_type[s] == SEG_SET;
+                length += seg_type[s] == SEG_SEQUENCE ? seg_start[s + 1] - seg_start[s]
+                                                      : seg_type[s] == SEG_SET;
             fires = length > g->value;
             break;
         }
@@ -863,7 +868,8 @@ slot_offset(PyTypeObject *type, PyObject *name)
         return -1;
     }
     PyMemberDef *m = ((PyMemberDescrObject *)d)->d_member;
-    if (m->type != T_OBJECT_EX || m->offset <= 0 || m->offset + (Py_ssize_t)sizeof(PyObject *) > type->tp_basicsize) {
+    if (m->type != T_OBJECT_EX || m->offset <= 0 ||
+        m->offset + (Py_ssize_t)sizeof(PyObject *) > type->tp_basicsize) {
         PyErr_Format(PyExc_ValueError, "%s.%U is not an object slot", type->tp_name, name);
         return -1;
     }
@@ -990,7 +996,7 @@ static PyMemberDef copier_members[] = {
 static PyTypeObject CopierType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "policies._match.Copier",
-    .tp_doc = PyDoc_STR("Copier(type, slots, replaced, fallback): copy a slotted object with some slots replaced."),
+    .tp_doc = PyDoc_STR("Copier(type, slots, replaced, fallback): a copy with some slots replaced."),
     .tp_basicsize = sizeof(CopierObject),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
     .tp_new = copier_new,
