@@ -20,20 +20,27 @@ from orchestrator.lab.runner import LabError, LabRunner
 from orchestrator.log import get_logger
 
 ROOT = Path(__file__).resolve().parents[3]
-ADDRESS, PORT = "127.0.96.2", 11796
+ADDRESS = "127.0.96.2"
 
 
-def config(tmp_path: Path) -> Config:
-    peer = PeerConfig("lab-x", PeerKind.UPSTREAM, ADDRESS, 65001, port=PORT)
+def free_port() -> int:
+    """A port free on ADDRESS now (tests of other sessions may run beside these)."""
+    with socket.socket() as s:
+        s.bind((ADDRESS, 0))
+        return int(s.getsockname()[1])
+
+
+def config(tmp_path: Path, port: int) -> Config:
+    peer = PeerConfig("lab-x", PeerKind.UPSTREAM, ADDRESS, 65001, port=port)
     return Config(path=tmp_path / "c.toml", local=LocalConfig(64500, "127.0.0.1"), peers=(peer,),
                   lab=LabConfig(enabled=True, feeders=("lab-x",), ipv4_prefixes=10, ipv6_prefixes=0))
 
 
 def test_a_feeder_that_cannot_listen_is_named_with_its_reason(tmp_path: Path) -> None:
     with socket.socket() as taken:
-        taken.bind((ADDRESS, PORT))
+        taken.bind((ADDRESS, 0))
         taken.listen()
-        runner = LabRunner(config(tmp_path), tmp_path / "lab", get_logger())
+        runner = LabRunner(config(tmp_path, taken.getsockname()[1]), tmp_path / "lab", get_logger())
 
         async def main() -> None:
             try:
@@ -57,7 +64,8 @@ def test_feeders_die_with_a_killed_peerctl(tmp_path: Path) -> None:
         from orchestrator.log import get_logger
 
         async def main():
-            runner = LabRunner(config(Path({str(tmp_path)!r})), Path({str(tmp_path)!r}) / "lab", get_logger())
+            tmp = Path({str(tmp_path)!r})
+            runner = LabRunner(config(tmp, {free_port()}), tmp / "lab", get_logger())
             await runner.start()
             print("PID", runner.procs["lab-x"].pid, flush=True)
             await asyncio.sleep(60)
@@ -68,7 +76,8 @@ def test_feeders_die_with_a_killed_peerctl(tmp_path: Path) -> None:
                               stderr=subprocess.DEVNULL)
     try:
         assert parent.stdout is not None
-        feeder_pid = next(int(line.split()[1]) for line in parent.stdout if line.startswith(b"PID "))
+        feeder_pid = next((int(line.split()[1]) for line in parent.stdout if line.startswith(b"PID ")), None)
+        assert feeder_pid is not None, "the lab runner did not start its feeder (see the captured log)"
         os.kill(parent.pid, signal.SIGKILL)
         parent.wait(10)
         deadline = time.monotonic() + 10
