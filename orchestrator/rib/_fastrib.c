@@ -45,7 +45,57 @@ typedef struct {
     Py_ssize_t pos;
     Py_ssize_t received;
     Py_ssize_t best;
+    Py_ssize_t warm_start, warm_end; /* keys[warm_start:warm_end] were warmed (see warm()) */
+    PyObject *his[16];               /* their bucket numbers (NULL: taken, or not a plain key) */
 } Announcer;
+
+enum { WARM = 16 };
+
+/* The table is far bigger than the caches and the keys of an UPDATE are scattered over it: the
+ * loop below waits on memory more than it computes. Look up the buckets of the next WARM keys
+ * first (independent lookups, which the CPU overlaps) and prefetch what the loop will read of each
+ * (the bucket's items and its index); their bucket numbers are kept for the loop. No Python code
+ * runs in here (int keys, no GC-tracked allocation), so the borrowed pointers stay valid. */
+static void warm(Announcer *a)
+{
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(a->keys);
+    Py_ssize_t end = a->pos + WARM < n ? a->pos + WARM : n;
+    PyObject *buckets[WARM];
+    for (Py_ssize_t i = a->pos; i < end; i++) {
+        PyObject *key = PySequence_Fast_GET_ITEM(a->keys, i), *hi = NULL, *bucket = NULL;
+        if (PyLong_CheckExact(key)) {
+            unsigned long long k = PyLong_AsUnsignedLongLong(key);
+            if (k == (unsigned long long)-1 && PyErr_Occurred())
+                PyErr_Clear();
+            else if ((hi = PyLong_FromUnsignedLongLong(k >> g_lo_bits)) == NULL)
+                PyErr_Clear();
+            else if ((bucket = PyDict_GetItemWithError(a->buckets, hi)) == NULL)
+                PyErr_Clear();
+        }
+        a->his[i - a->pos] = hi;
+        buckets[i - a->pos] = bucket;
+        if (bucket != NULL && PyList_CheckExact(bucket))
+            __builtin_prefetch(((PyListObject *)bucket)->ob_item);
+    }
+    for (Py_ssize_t i = a->pos; i < end; i++) {
+        PyObject *bucket = buckets[i - a->pos];
+        if (bucket != NULL && PyList_CheckExact(bucket) && PyList_GET_SIZE(bucket) > 0) {
+            PyObject *los = PyList_GET_ITEM(bucket, 0);
+            __builtin_prefetch(los);
+            __builtin_prefetch((char *)los + 64);
+            __builtin_prefetch(((PyListObject *)bucket)->ob_item + PyList_GET_SIZE(bucket));
+        }
+    }
+    a->warm_start = a->pos;
+    a->warm_end = end;
+}
+
+static void drop_warm(Announcer *a)
+{
+    for (Py_ssize_t i = a->warm_start; i < a->warm_end; i++)
+        Py_CLEAR(a->his[i - a->warm_start]);
+    a->warm_start = a->warm_end = 0;
+}
 
 static int record(Announcer *a, PyObject *key, PyObject *old)
 {
@@ -122,6 +172,10 @@ static PyObject *announcer_next(Announcer *a)
 {
     PyObject *path = a->path;
     while (a->pos < PySequence_Fast_GET_SIZE(a->keys)) {
+        if (a->pos >= a->warm_end) {
+            drop_warm(a);
+            warm(a);
+        }
         PyObject *key = PySequence_Fast_GET_ITEM(a->keys, a->pos);
         a->pos++;
         if (!PyLong_CheckExact(key))
@@ -133,8 +187,12 @@ static PyObject *announcer_next(Announcer *a)
         }
         unsigned long long lo = k & ((1ULL << g_lo_bits) - 1);
         PyObject *entry = PyTuple_GET_ITEM(g_lo, (Py_ssize_t)lo);
-        PyObject *hi = PyLong_FromUnsignedLongLong(k >> g_lo_bits);
-        if (hi == NULL)
+        PyObject *hi = NULL;
+        if (a->pos - 1 >= a->warm_start && a->pos - 1 < a->warm_end) {
+            hi = a->his[a->pos - 1 - a->warm_start]; /* taken: the reference moves here */
+            a->his[a->pos - 1 - a->warm_start] = NULL;
+        }
+        if (hi == NULL && (hi = PyLong_FromUnsignedLongLong(k >> g_lo_bits)) == NULL)
             return NULL;
         PyObject *bucket = PyDict_GetItemWithError(a->buckets, hi); /* borrowed */
         if (bucket == NULL) {
@@ -219,6 +277,7 @@ static int announcer_traverse(Announcer *a, visitproc visit, void *arg)
 
 static int announcer_clear(Announcer *a)
 {
+    drop_warm(a);
     Py_CLEAR(a->buckets);
     Py_CLEAR(a->path);
     Py_CLEAR(a->peer);
@@ -293,6 +352,8 @@ static PyObject *py_announcer(PyObject *self, PyObject *args)
     a->pos = 0;
     a->received = 0;
     a->best = 0;
+    a->warm_start = a->warm_end = 0;
+    memset(a->his, 0, sizeof a->his);
     PyObject_GC_Track(a);
     return (PyObject *)a;
 }
@@ -342,10 +403,8 @@ typedef struct {
     char small[256];
 } WBuf;
 
-static int w_room(WBuf *b, Py_ssize_t more)
+static int w_grow(WBuf *b, Py_ssize_t more)
 {
-    if (b->n + more <= b->cap)
-        return 0;
     Py_ssize_t cap = b->cap * 2 > b->n + more ? b->cap * 2 : b->n + more;
     char *q = b->p == b->small ? PyMem_Malloc((size_t)cap) : PyMem_Realloc(b->p, (size_t)cap);
     if (q == NULL)
@@ -357,34 +416,33 @@ static int w_room(WBuf *b, Py_ssize_t more)
     return 0;
 }
 
-static void w_i32(WBuf *b, int32_t x)
+#define W_ROOM(b, more) ((b)->n + (more) <= (b)->cap || w_grow((b), (more)) == 0)
+
+static inline void w_i32(char *p, int32_t x)
 {
     uint32_t u = (uint32_t)x;
-    for (int k = 0; k < 4; k++)
-        b->p[b->n++] = (char)(u >> (8 * k));
+    p[0] = (char)u;
+    p[1] = (char)(u >> 8);
+    p[2] = (char)(u >> 16);
+    p[3] = (char)(u >> 24);
 }
 
 /* 0 written, 1 not a value handled here, -1 memory error */
 static int w_value(WBuf *b, PyObject *v, int depth)
 {
-    if (depth > 64)
-        return 1;
-    if (w_room(b, 5) < 0)
+    if (!W_ROOM(b, 5 + 2 * 5)) /* any scalar below: type, count, up to five 15-bit digits */
         return -1;
-    if (v == Py_None || v == Py_False || v == Py_True) {
-        b->p[b->n++] = v == Py_None ? 'N' : v == Py_False ? 'F' : 'T';
-        return 0;
-    }
-    if (PyLong_CheckExact(v)) {
+    char *p = b->p + b->n;
+    PyTypeObject *type = Py_TYPE(v);
+    if (type == &PyLong_Type) {
         int overflow = 0;
         long long x = PyLong_AsLongLongAndOverflow(v, &overflow);
-        if (overflow || (x == -1 && PyErr_Occurred())) {
-            PyErr_Clear();
+        if (overflow)
             return 1;
-        }
         if (x >= INT32_MIN && x <= INT32_MAX) { /* TYPE_INT */
-            b->p[b->n++] = 'i';
-            w_i32(b, (int32_t)x);
+            p[0] = 'i';
+            w_i32(p + 1, (int32_t)x);
+            b->n += 5;
             return 0;
         }
         /* TYPE_LONG: signed count of base 2**15 digits, then the magnitude's digits, low first */
@@ -392,50 +450,61 @@ static int w_value(WBuf *b, PyObject *v, int depth)
         int32_t l = 0;
         for (uint64_t t = m; t; t >>= 15)
             l++;
-        if (w_room(b, 5 + 2 * l) < 0)
+        if (!W_ROOM(b, 5 + 2 * l))
             return -1;
-        b->p[b->n++] = 'l';
-        w_i32(b, x < 0 ? -l : l);
+        p = b->p + b->n;
+        p[0] = 'l';
+        w_i32(p + 1, x < 0 ? -l : l);
+        p += 5;
         for (int32_t k = 0; k < l; k++, m >>= 15) {
-            b->p[b->n++] = (char)(m & 0xFF);
-            b->p[b->n++] = (char)((m >> 8) & 0x7F);
+            *p++ = (char)(m & 0xFF);
+            *p++ = (char)((m >> 8) & 0x7F);
         }
+        b->n += 5 + 2 * l;
         return 0;
     }
-    const char *data;
-    Py_ssize_t size;
-    char type;
-    if (PyBytes_CheckExact(v)) {
-        data = PyBytes_AS_STRING(v);
-        size = PyBytes_GET_SIZE(v);
-        type = 's'; /* TYPE_STRING */
-    } else if (PyUnicode_CheckExact(v) && PyUnicode_IS_READY(v) && PyUnicode_IS_ASCII(v)) {
-        data = (const char *)PyUnicode_DATA(v);
-        size = PyUnicode_GET_LENGTH(v);
-        type = 'u'; /* TYPE_UNICODE: version < 3 has no interned or short ASCII forms */
-    } else if (PyTuple_CheckExact(v)) {
+    if (type == &PyTuple_Type) {
         Py_ssize_t n = PyTuple_GET_SIZE(v);
-        if (n > INT32_MAX)
+        if (n > INT32_MAX || depth > 64)
             return 1;
-        b->p[b->n++] = '('; /* TYPE_TUPLE: version < 4 has no small tuple */
-        w_i32(b, (int32_t)n);
+        p[0] = '('; /* TYPE_TUPLE: version < 4 has no small tuple */
+        w_i32(p + 1, (int32_t)n);
+        b->n += 5;
         for (Py_ssize_t k = 0; k < n; k++) {
             int rc = w_value(b, PyTuple_GET_ITEM(v, k), depth + 1);
             if (rc)
                 return rc;
         }
         return 0;
+    }
+    if (v == Py_None || v == Py_False || v == Py_True) {
+        p[0] = v == Py_None ? 'N' : v == Py_False ? 'F' : 'T';
+        b->n += 1;
+        return 0;
+    }
+    const char *data;
+    Py_ssize_t size;
+    char code;
+    if (type == &PyBytes_Type) {
+        data = PyBytes_AS_STRING(v);
+        size = PyBytes_GET_SIZE(v);
+        code = 's'; /* TYPE_STRING */
+    } else if (type == &PyUnicode_Type && PyUnicode_IS_READY(v) && PyUnicode_IS_ASCII(v)) {
+        data = (const char *)PyUnicode_DATA(v);
+        size = PyUnicode_GET_LENGTH(v);
+        code = 'u'; /* TYPE_UNICODE: version < 3 has no interned or short ASCII forms */
     } else {
         return 1;
     }
     if (size > INT32_MAX)
         return 1;
-    if (w_room(b, 5 + size) < 0)
+    if (!W_ROOM(b, 5 + size))
         return -1;
-    b->p[b->n++] = type;
-    w_i32(b, (int32_t)size);
-    memcpy(b->p + b->n, data, (size_t)size);
-    b->n += size;
+    p = b->p + b->n;
+    p[0] = code;
+    w_i32(p + 1, (int32_t)size);
+    memcpy(p + 5, data, (size_t)size);
+    b->n += 5 + size;
     return 0;
 }
 
@@ -464,7 +533,8 @@ static PyObject *py_dumps2(PyObject *self, PyObject *v)
  * ``intern(rib, peer, attrs)`` -> the peer's ``Path`` for ``attrs``: ``encode_attrs`` (the same
  * marshal version 2 of the same tuple), the probe of ``peer.cache``, and on a miss the rank of the
  * common case (one non-empty AS_SEQUENCE, int fields) packed in C, the ``Path`` built with its
- * slots filled, stored, and ``rib._sweep_peer(peer)`` when the cache reached ``peer.sweep_at``.
+ * slots filled, stored, and the cache swept as ``rib._sweep_peer(peer)`` does when it reached
+ * ``peer.sweep_at``.
  * Whatever is not exactly that (another type, an unset slot, an odd AS path or field) goes to
  * ``rib._intern`` / ``rib._rank``, so errors and odd values are the Python ones.
  */
@@ -588,6 +658,36 @@ static PyObject *fast_rank(PyObject *rib, PyObject *peer, PyObject *attrs)
     return _PyLong_FromByteArray(buf, sizeof buf, 1, 0);
 }
 
+/* ``rib._sweep_peer(peer)``: drop the entries whose Path only the cache holds, then
+ * ``peer.sweep_at = max(_SWEEP_MIN, 2 * len(cache))``. */
+static Py_ssize_t g_sweep_min = 4096;
+
+static int sweep(PyObject *rib, PyObject *peer, PyObject *cache)
+{
+    PyObject *dead = PyList_New(0);
+    if (dead == NULL)
+        return -1;
+    Py_ssize_t pos = 0;
+    PyObject *k, *v;
+    while (PyDict_Next(cache, &pos, &k, &v))
+        if (Py_REFCNT(v) <= 1 && PyList_Append(dead, k) < 0) { /* sys.getrefcount(v) <= 2 in Python */
+            Py_DECREF(dead);
+            return -1;
+        }
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(dead); i++)
+        if (PyDict_DelItem(cache, PyList_GET_ITEM(dead, i)) < 0) {
+            Py_DECREF(dead);
+            return -1;
+        }
+    Py_DECREF(dead);
+    Py_ssize_t at = 2 * PyDict_GET_SIZE(cache);
+    PyObject *n = PyLong_FromSsize_t(at > g_sweep_min ? at : g_sweep_min);
+    if (n == NULL)
+        return -1;
+    Py_XSETREF(SLOT(peer, g_sweep_off), n);
+    return 0;
+}
+
 static PyObject *py_intern(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     if (nargs != 3) {
@@ -667,12 +767,8 @@ static PyObject *py_intern(PyObject *self, PyObject *const *args, Py_ssize_t nar
         due = size == NULL ? -1 : PyObject_RichCompareBool(size, sweep_at ? sweep_at : Py_None, Py_GE);
         Py_XDECREF(size);
     }
-    if (due > 0) {
-        PyObject *r = PyObject_CallMethod(rib, "_sweep_peer", "O", peer);
-        Py_XDECREF(r);
-        if (r == NULL)
-            due = -1;
-    }
+    if (due > 0 && sweep(rib, peer, cache) < 0)
+        due = -1;
     if (due < 0) {
         Py_DECREF(path);
         return NULL;
@@ -694,8 +790,9 @@ static int slot_offset(PyTypeObject *type, const char *name, Py_ssize_t *off)
 static PyObject *py_setup_intern(PyObject *self, PyObject *args)
 {
     PyTypeObject *path_type, *peer_type, *attrs_type;
-    if (!PyArg_ParseTuple(args, "O!O!O!", &PyType_Type, &path_type, &PyType_Type, &peer_type, &PyType_Type,
-                          &attrs_type))
+    Py_ssize_t sweep_min = 4096;
+    if (!PyArg_ParseTuple(args, "O!O!O!|n", &PyType_Type, &path_type, &PyType_Type, &peer_type, &PyType_Type,
+                          &attrs_type, &sweep_min))
         return NULL;
     Py_ssize_t off[A_N], peer_off, blob_off, rank_off, cache_off, sweep_off, ebgp_off, base_off, lp_off;
     for (int k = 0; k < A_N; k++)
@@ -717,6 +814,7 @@ static PyObject *py_setup_intern(PyObject *self, PyObject *args)
     if (g_missing_name == NULL && (g_missing_name = PyUnicode_InternFromString("_missing_med_rank")) == NULL)
         return NULL;
     memcpy(g_attr_off, off, sizeof off);
+    g_sweep_min = sweep_min;
     g_blob_off = blob_off;
     g_rank_off = rank_off;
     g_cache_off = cache_off;
@@ -734,7 +832,7 @@ static PyObject *py_setup_intern(PyObject *self, PyObject *args)
 static PyMethodDef methods[] = {
     {"setup", py_setup, METH_VARARGS, "setup(path_type, best_change_type, only_path_reason, lo_entries, lo_bits)"},
     {"announcer", py_announcer, METH_VARARGS, "announcer(buckets, path, peer, family, changes, keys) -> iterator"},
-    {"setup_intern", py_setup_intern, METH_VARARGS, "setup_intern(path_type, peer_type, attributes_type)"},
+    {"setup_intern", py_setup_intern, METH_VARARGS, "setup_intern(path_type, peer_type, attributes_type, sweep_min=4096)"},
     {"intern", (PyCFunction)(void (*)(void))py_intern, METH_FASTCALL, "intern(rib, peer, attrs) -> Path"},
     {"dumps2", py_dumps2, METH_O, "dumps2(value) -> marshal.dumps(value, 2)"},
     {NULL, NULL, 0, NULL},

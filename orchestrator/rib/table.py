@@ -867,7 +867,7 @@ def _load_accelerator() -> Any:
     except ImportError:
         return None
     _fastrib.setup(Path, BestChange, Reason.ONLY_PATH, _LO, LO_BITS)
-    _fastrib.setup_intern(Path, _Peer, Attributes)
+    _fastrib.setup_intern(Path, _Peer, Attributes, _SWEEP_MIN)
     return _fastrib
 
 

@@ -17,8 +17,10 @@ reads the clock and sleeps:
   least once a second). Awaiting the emit before the next read is the backpressure: when the daemon's
   RIB queue is full the socket is not read, TCP's window closes and the peer stops sending. Lists
   (one queue slot each) cost one put and one get per ``EMIT_BATCH`` UPDATEs instead of per UPDATE, and
-  keep the queue's bound in events at ``EMIT_BATCH`` times its slots. Both tasks emit under one lock,
-  so events keep their order.
+  keep the queue's bound in events at ``EMIT_BATCH`` times its slots: 64 x 512 (the daemon's
+  ``EVENT_QUEUE_SIZE``) = 32,768 events, ~210k prefixes of a table load at ~6.4 per UPDATE, shared by
+  all peers. 64 rather than 16 (8,192 events): a table load takes ~5-8% less CPU (fewer queue
+  round trips and RIB slices per UPDATE). Both tasks emit under one lock, so events keep their order.
 * After a session ends (error, NOTIFICATION, hold timer, peer gone) the session restarts after an
   idle hold time that doubles while sessions keep failing quickly; ``restarts`` counts them.
 * ``stop()`` sends Cease / Administrative Shutdown with an RFC 9003 message, closes the connection and
@@ -42,7 +44,7 @@ from speakers.native.codec import encode_notification
 from speakers.native.session import NEED_DATA, BgpSession, SessionConfig, State
 
 READ_SIZE: Final = 256 * 1024
-EMIT_BATCH: Final = 16  # events per emit_many list (see the module docstring)
+EMIT_BATCH: Final = 64  # events per emit_many list (see the module docstring)
 CONNECT_TIMEOUT: Final = 10.0
 TIMER_TICK: Final = 1.0  # the timer task wakes at least this often (deadlines move as data arrives)
 IDLE_HOLD_FIRST: Final = 1.0

@@ -75,7 +75,7 @@ def announcer(fn: Callable[..., Any] | None) -> Iterator[None]:
 
 def _c_intern() -> Callable[..., Any]:
     assert _fastrib is not None
-    _fastrib.setup_intern(Path, table._Peer, Attributes)  # as table does; also under PURE
+    _fastrib.setup_intern(Path, table._Peer, Attributes, table._SWEEP_MIN)  # as table does; also under PURE
     return _fastrib.intern
 
 
@@ -110,7 +110,7 @@ _op = st.one_of(
         st.integers(0, 3),
         st.sampled_from([Family.IPV4, Family.IPV4, Family.IPV6]),
         st.integers(0, len(ATTRS) - 1),
-        st.lists(st.integers(0, 19), max_size=10),
+        st.lists(st.integers(0, 19), max_size=40),  # past the C loop's warm-up window of 16 keys
         st.lists(st.integers(0, 19), max_size=4),
     ),
     st.tuples(st.just("down"), st.integers(0, 3)),
@@ -235,6 +235,10 @@ def test_no_leaks_and_gc() -> None:
                 rib.update("p0", Family.IPV4, ATTRS[i % 3], keys[i : i + 7], [], changes)
             rib.update("p0", Family.IPV4, ATTRS[4], keys[::2], [], changes)  # own single paths replaced
             rib.update("p1", Family.IPV4, ATTRS[2], keys[::3], [], changes)  # decisions: the Python body
+            ps = rib._peers["p2"]
+            run = fast(rib._buckets[0], rib._intern(ps, ATTRS[3]), ps, Family.IPV4, None, keys[5:50])
+            next(run)  # dropped half-way, its warmed keys still held
+            del run
         assert rib.counts()["families"]["ipv4"]["prefixes"] == len(keys)
         rib.peer_down("p0")
 
@@ -415,3 +419,15 @@ def test_c_intern_sweeps_and_does_not_leak() -> None:
     rib = _rib(False)
     path = intern(rib, rib._peers["p0"], sets[0])
     assert gc.is_tracked(path) and rib._peers["p0"] in gc.get_referents(path)
+    # the same sweeps as Rib._intern's when some paths are held (by a table entry, by a caller)
+    ref, acc = _rib(False), _rib(False)
+    held: list[Path] = []
+    for i, a in enumerate(sets + sets[::-1] + sets):
+        want = ref._intern(ref._peers["p0"], a)
+        got = intern(acc, acc._peers["p0"], a)
+        if i % 3 == 0:
+            held += [want, got]
+        if i % 97 == 0 or ref._peers["p0"].sweep_at != acc._peers["p0"].sweep_at:
+            assert list(acc._peers["p0"].cache) == list(ref._peers["p0"].cache)
+            assert acc._peers["p0"].sweep_at == ref._peers["p0"].sweep_at
+    assert list(acc._peers["p0"].cache) == list(ref._peers["p0"].cache)
