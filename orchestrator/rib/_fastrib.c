@@ -19,8 +19,10 @@
  * side once at import.
  *
  * ``intern(rib, peer, attrs)`` is ``Rib._intern`` (see "interning" below), ``setup_intern(path_type,
- * peer_type, attributes_type)`` binds its slots; ``dumps2(value)`` is the ``marshal.dumps(value, 2)``
- * it uses, exposed for the differential test.
+ * peer_type, attributes_type, sweep_min)`` binds its slots; ``dumps2(value)`` is the
+ * ``marshal.dumps(value, 2)`` it uses, exposed for the differential test. ``announce(rib, peer,
+ * attrs, buckets, family, changes, keys)`` is ``announcer`` of ``intern(rib, peer, attrs)`` (its
+ * ``path`` attribute), one call per UPDATE.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -297,6 +299,7 @@ static void announcer_dealloc(Announcer *a)
 static PyMemberDef announcer_members[] = {
     {"received", T_PYSSIZET, offsetof(Announcer, received), READONLY, "new paths (all best) applied"},
     {"best", T_PYSSIZET, offsetof(Announcer, best), READONLY, "of them, best paths (all of them)"},
+    {"path", T_OBJECT, offsetof(Announcer, path), READONLY, "the Path announced"},
     {NULL, 0, 0, 0, NULL},
 };
 
@@ -313,11 +316,13 @@ static PyTypeObject AnnouncerType = {
     .tp_members = announcer_members,
 };
 
-static PyObject *py_announcer(PyObject *self, PyObject *args)
+static PyObject *make_announcer(PyObject *buckets, PyObject *path, PyObject *peer, PyObject *family,
+                                PyObject *changes, PyObject *keys)
 {
-    PyObject *buckets, *path, *peer, *family, *changes, *keys;
-    if (!PyArg_ParseTuple(args, "O!OOOOO", &PyDict_Type, &buckets, &path, &peer, &family, &changes, &keys))
+    if (!PyDict_Check(buckets)) {
+        PyErr_SetString(PyExc_TypeError, "buckets must be a dict");
         return NULL;
+    }
     if (g_path_type == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "_fastrib.setup() was not called");
         return NULL;
@@ -356,6 +361,32 @@ static PyObject *py_announcer(PyObject *self, PyObject *args)
     memset(a->his, 0, sizeof a->his);
     PyObject_GC_Track(a);
     return (PyObject *)a;
+}
+
+static PyObject *py_announcer(PyObject *self, PyObject *args)
+{
+    PyObject *buckets, *path, *peer, *family, *changes, *keys;
+    if (!PyArg_ParseTuple(args, "O!OOOOO", &PyDict_Type, &buckets, &path, &peer, &family, &changes, &keys))
+        return NULL;
+    return make_announcer(buckets, path, peer, family, changes, keys);
+}
+
+static PyObject *intern_path(PyObject *rib, PyObject *peer, PyObject *attrs);
+
+/* ``announce(rib, peer, attrs, buckets, family, changes, keys)``: ``announcer`` of the interned
+ * ``intern(rib, peer, attrs)`` (its ``path``), one call per UPDATE instead of two. */
+static PyObject *py_announce(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 7) {
+        PyErr_SetString(PyExc_TypeError, "announce(rib, peer, attrs, buckets, family, changes, keys)");
+        return NULL;
+    }
+    PyObject *path = intern_path(args[0], args[1], args[2]);
+    if (path == NULL)
+        return NULL;
+    PyObject *run = make_announcer(args[3], path, args[1], args[4], args[5], args[6]);
+    Py_DECREF(path);
+    return run;
 }
 
 static PyObject *py_setup(PyObject *self, PyObject *args)
@@ -688,13 +719,8 @@ static int sweep(PyObject *rib, PyObject *peer, PyObject *cache)
     return 0;
 }
 
-static PyObject *py_intern(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+static PyObject *intern_path(PyObject *rib, PyObject *peer, PyObject *attrs)
 {
-    if (nargs != 3) {
-        PyErr_SetString(PyExc_TypeError, "intern(rib, peer, attrs)");
-        return NULL;
-    }
-    PyObject *rib = args[0], *peer = args[1], *attrs = args[2];
     if (g_attrs_type == NULL || Py_TYPE(attrs) != g_attrs_type || Py_TYPE(peer) != g_peer_type)
         return PyObject_CallMethod(rib, "_intern", "OO", peer, attrs);
     PyObject *cache = SLOT(peer, g_cache_off);
@@ -776,6 +802,15 @@ static PyObject *py_intern(PyObject *self, PyObject *const *args, Py_ssize_t nar
     return path;
 }
 
+static PyObject *py_intern(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "intern(rib, peer, attrs)");
+        return NULL;
+    }
+    return intern_path(args[0], args[1], args[2]);
+}
+
 static int slot_offset(PyTypeObject *type, const char *name, Py_ssize_t *off)
 {
     PyObject *d = PyDict_GetItemString(type->tp_dict, name); /* borrowed */
@@ -835,6 +870,8 @@ static PyMethodDef methods[] = {
     {"setup_intern", py_setup_intern, METH_VARARGS, "setup_intern(path_type, peer_type, attributes_type, sweep_min=4096)"},
     {"intern", (PyCFunction)(void (*)(void))py_intern, METH_FASTCALL, "intern(rib, peer, attrs) -> Path"},
     {"dumps2", py_dumps2, METH_O, "dumps2(value) -> marshal.dumps(value, 2)"},
+    {"announce", (PyCFunction)(void (*)(void))py_announce, METH_FASTCALL,
+     "announce(rib, peer, attrs, buckets, family, changes, keys) -> announcer of intern(rib, peer, attrs)"},
     {NULL, NULL, 0, NULL},
 };
 

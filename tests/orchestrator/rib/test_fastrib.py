@@ -199,6 +199,9 @@ def test_cases_it_handles_and_yields() -> None:
     run = fast(buckets, other, ps, Family.IPV4, changes, (k2,))  # our own single path: replaced
     assert list(run) == [] and (run.received, run.best) == (0, 0)
     assert changes == [BestChange(Family.IPV4, k2, path, other, Reason.ONLY_PATH)]
+    assert _fastrib is not None
+    run = _fastrib.announce(rib, ps, ATTRS[0], buckets, Family.IPV4, changes, [k1, 7 << 200])
+    assert run.path is path and list(run) == [7 << 200]  # intern + announcer in one call
     q = rib._intern(rib._peers["p1"], ATTRS[2])
     assert list(fast(buckets, q, rib._peers["p1"], Family.IPV4, None, [k1, k2, 5])) == [
         k1,
