@@ -9,8 +9,9 @@ pipe or socket, and the peer slows down: backpressure instead of unbounded buffe
 
 One task, ``_rib_loop``, is the only writer of RIB state. It takes events in batches, runs the import
 policy, applies them to the RIB, and hands every best-path change to the FIB writer (if any) and to
-change subscribers (stream, collector). A run of UPDATEs from one peer without an import policy or
-event listeners is one ``Rib.update_many`` call (``_apply_updates``); anything else goes through
+change subscribers (stream, collector). A run of UPDATEs from one peer without an import policy is
+one ``Rib.update_many`` call (``_apply_updates``; event listeners still get each UPDATE first);
+anything else goes through
 ``_apply`` event by event, which stays the reference the runs are tested against. Between batches it
 yields, so API handlers (which read the RIB directly; they run between batches and so see a
 consistent RIB) stay responsive.
@@ -370,15 +371,17 @@ class Daemon:
     def _apply_updates(self, changes: list[BestChange], budget: int) -> int:
         """Apply the run of ``Update``s from one peer at the head of the backlog (at least one, and
         until about ``budget`` prefixes) as ``_apply`` would one by one; return the prefixes + 1
-        per UPDATE applied. Without event listeners or an import policy for the peer, the run is
-        one ``Rib.update_many`` and its status counters are added once (a table load brings ~7
-        prefixes per UPDATE: a call and these checks per UPDATE cost about as much as the RIB work)."""
+        per UPDATE applied. Without an import policy for the peer, the run is one ``Rib.update_many``
+        and its status counters are added once (a table load brings ~7 prefixes per UPDATE: a call
+        and these checks per UPDATE cost about as much as the RIB work); event listeners (collector,
+        stream, announcements) get each UPDATE of the run first, as ``_apply`` gives it them (none of
+        them reads the RIB when called)."""
         backlog = self._backlog
         take = backlog.popleft
         first = cast(Update, take())  # the caller saw an Update
         peer = first.peer
         status = self.status.get(peer)
-        if status is None or self.event_listeners or peer in self.imports.peers:
+        if status is None or peer in self.imports.peers:
             done = 0
             event = first
             while True:
@@ -409,6 +412,11 @@ class Daemon:
         status.updates += len(run)
         status.announced += announced
         status.withdrawn += withdrawn
+        if self.event_listeners:
+            now = time.time()
+            for event in run:
+                for listener in self.event_listeners:
+                    listener(now, event)
         self.rib.update_many(peer, run, changes)
         return done
 
