@@ -478,7 +478,7 @@ class Daemon:
             case EndOfRib():
                 status.end_of_rib.add(event.family)
                 self.log.info("end_of_rib", peer=event.peer, afi_safi=event.family.value)
-                if self.fib is not None and not self._fib_swept and not self.loading():
+                if self.fib is not None and not self._fib_swept and self.tables_complete():
                     # Graceful restart of peerctl: kernel routes adopted at start stay until every
                     # peer has sent End-of-RIB; now those the RIB did not confirm go.
                     self._fib_swept = True
@@ -622,11 +622,27 @@ class Daemon:
     def established(self) -> int:
         return sum(1 for s in self.status.values() if s.state == "established")
 
-    def loading(self) -> bool:
-        """True until every established peer has sent End-of-RIB for all its families."""
+    def tables_complete(self) -> bool:
+        """Every configured peer is up and has sent End-of-RIB for all its families (then routes
+        kept from before a restart that nobody re-sent can go: ``FibWriter.sweep_stale``)."""
         for peer in self.config.peers:
             st = self.status.get(peer.name)
             if st is None or st.state != "established" or not set(peer.families) <= st.end_of_rib:
+                return False
+        return True
+
+    def loading(self) -> bool:
+        """What status shows: ``tables_complete`` not yet, except that a peer down for longer than
+        ``[fib] stale_timeout`` (the time its routes from before a restart are kept) no longer
+        counts: it does not keep peerctl "loading" for ever."""
+        wait = self.config.fib.stale_timeout
+        now = time.monotonic()
+        for peer in self.config.peers:
+            st = self.status.get(peer.name)
+            if st is not None and st.state == "established":
+                if not set(peer.families) <= st.end_of_rib:
+                    return True
+            elif not wait or st is None or now - st.since < wait:
                 return True
         return False
 
