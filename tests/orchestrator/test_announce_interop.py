@@ -178,3 +178,79 @@ def test_bird_receives_exact_attributes_and_max_prefix_restarts(setup: tuple[Run
     run.wait(lambda: "max-prefix" in run.api("/peers/greedy")["last_error"], 30, "max-prefix teardown")
     assert run.api("/peers/greedy")["families"]["ipv4"]["accepted"] == 0
     run.wait(lambda: "max_prefix_restart" in run.log.read_text(), 20, "restart after the delay")
+
+
+IBGP_CONFIG = """
+[local]
+asn = 47065
+router_id = "127.0.86.1"
+[api]
+listen = "127.0.0.1:{port}"
+[runtime]
+dir = "run"
+[[peers]]
+name = "mux"
+kind = "mux"
+neighbor = "127.0.86.2"
+peer_as = 47065
+local_address = "127.0.86.1"
+port = {bird_port}
+multihop = 2
+families = ["ipv4"]
+import = "none"
+[safety]
+allocated = ["184.164.224.0/23"]
+allow_poisoning = true
+min_interval = 0
+"""
+
+
+def test_an_internal_mux_gets_the_path_without_our_as(tmp_path: Path) -> None:
+    """A PEERING mux session is iBGP: BIRD (as the mux) sees the path without 47065 in front,
+    which it adds itself when it exports over eBGP; poisoning and prepends are kept."""
+    if shutil.which("bird") is None:
+        pytest.skip("bird (BIRD 2) not installed")
+    port = BIRD_PORT + 1
+    conf = tmp_path / "mux.conf"
+    conf.write_text(f"""
+router id 127.0.86.2;
+protocol device {{}}
+protocol bgp peerctl {{
+  local 127.0.86.2 port {port} as 47065;
+  neighbor 127.0.86.1 as 47065;
+  strict bind yes; passive yes; multihop 2; hold time 30;
+  allow local as 2;  # poisoning puts 47065 at the path's end: a mux must accept its own AS there
+  ipv4 {{ import all; export none; next hop keep; }};
+}}
+""")
+    sock = tmp_path / "mux.ctl"
+    bird = subprocess.Popen(["bird", "-f", "-c", str(conf), "-s", str(sock), "-P", str(tmp_path / "mux.pid")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    run = Run.__new__(Run)
+    run.port = free_port()
+    run.config = tmp_path / "config.toml"
+    run.config.write_text(IBGP_CONFIG.format(port=run.port, bird_port=port))
+    run.log = tmp_path / "peerctl.log"
+    run.proc = subprocess.Popen([*PEERCTL, "-c", str(run.config), "run"], cwd=REPO,
+                                stdout=subprocess.DEVNULL, stderr=run.log.open("ab"))
+    try:
+        run.wait(lambda: run.api("/peers/mux")["state"] == "established", 30, "mux up")
+        res = run.cli("announce", "184.164.224.0/24", "--peer", "mux", "--next-hop", "127.0.86.1")
+        assert res.returncode == 0, res.stderr
+        assert run.cli("announce", "184.164.225.0/24", "--peer", "mux", "--prepend", "1", "--poison", "3356",
+                       "--next-hop", "127.0.86.1").returncode == 0
+        plain = run.wait(lambda: (o := birdc(sock, "show", "route", "all", "184.164.224.0/24"))
+                         and "BGP.as_path" in o and o, 20, "BIRD has the plain route")
+        assert "BGP.as_path: \n" in plain, plain  # empty: locally originated, to an internal peer
+        poisoned = run.wait(lambda: (o := birdc(sock, "show", "route", "all", "184.164.225.0/24"))
+                            and "BGP.as_path" in o and o, 20, "BIRD has the poisoned route")
+        assert "BGP.as_path: 47065 3356 47065\n" in poisoned, poisoned
+    finally:
+        run.proc.send_signal(signal.SIGTERM)
+        try:
+            run.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            run.proc.kill()
+        bird.terminate()
+        bird.wait(5)
+        subprocess.run(["pkill", "-9", "-f", str(tmp_path)], check=False)
