@@ -35,6 +35,7 @@ from policies.rules import (
     AddCommunities,
     FirstAsNotPeer,
     ImportAttributes,
+    ImportRules,
     InPrefixList,
     LengthOutside,
     NextHopNotPeer,
@@ -46,6 +47,7 @@ from policies.rules import (
     RpkiIs,
     SetLocalPref,
     TagKind,
+    build_import_chain,
 )
 
 LOCAL = 65001
@@ -208,3 +210,29 @@ def test_bound_gates_and_actions_equal_matches(path: list[tuple[int, tuple[int, 
                 SetLocalPref(action.local_pref).apply(route, ctx), ctx)
             ref = TagKind().apply(ref, ctx) if action.tag_kind else ref
             assert action.bind(ctx)(attrs) == ref.attrs
+
+
+OTHER = PeerContext.for_kind("q", PeerKind.IXP_PEER, 13335, 64512, "192.0.2.9")
+
+
+@settings(max_examples=200, deadline=None)
+@given(prefix_list(), vrp_table(), st.lists(update(), min_size=1, max_size=4), st.booleans())
+def test_builtin_chain_with_peers_taking_turns_equals_reference(
+        irr: PrefixList, vrps: VrpTable, updates: list[tuple[Attributes, list[int]]], strict: bool) -> None:
+    """The simple plan is bound to the last (ctx, family) seen (``ImportChain._fast``) and leaves
+    ``origin`` out of loops that cannot read it: peers taking turns on one chain, with RPKI steps
+    (which read it) and without, decide as ``Policy.evaluate``, rule names included."""
+    rules = ImportRules.for_kind(PeerKind.UPSTREAM, max_path_length=3, rpki_not_found=(
+        Verdict.REJECT if strict else Verdict.ACCEPT), max_prefix=None)
+    for chain in (build_import_chain(rules, CTX, irr=irr, vrps=vrps), build_import_chain(rules, CTX)):
+        for (attrs, keys), ctx in zip(updates * 3, [CTX, OTHER, OTHER, CTX, CTX, OTHER] * 2, strict=False):
+            res = chain.evaluate_update(ctx, Family.IPV4, attrs, keys)
+            got: dict[int, tuple[Attributes | None, str]] = {k: (None, rule) for k, rule in res.rejected}
+            got.update({k: (out, "") for out, ks in res.accepted for k in ks})
+            assert sorted(got) == sorted(keys)
+            for k in keys:
+                d = chain.policy.evaluate(Route(Family.IPV4, k, attrs), ctx)
+                if d.verdict is Verdict.ACCEPT:
+                    assert got[k] == (d.route.attrs, "")
+                else:
+                    assert got[k] == (None, d.rule)
