@@ -172,11 +172,53 @@ static int ready(void)
 
 /* --- attribute sets: codec._fast_attrs's plain case ------------------------------------------- */
 
+/* The text of the last address made: a peer's UPDATEs nearly all carry the same NEXT_HOP, and
+ * snprintf + a new str per attribute set was ~2% of a table load. Strings are immutable, so
+ * sharing one is invisible to everyone (equal values, as the Python decoder's). */
+static unsigned char g_text_addr[4];
+static PyObject *g_text;
+
 static PyObject *ipv4_text(const unsigned char *p)
 {
+    if (g_text != NULL && memcmp(p, g_text_addr, 4) == 0) {
+        Py_INCREF(g_text);
+        return g_text;
+    }
     char text[16];
     int len = snprintf(text, sizeof text, "%u.%u.%u.%u", p[0], p[1], p[2], p[3]);
-    return PyUnicode_FromStringAndSize(text, len);
+    PyObject *t = PyUnicode_FromStringAndSize(text, len);
+    if (t != NULL) {
+        Py_INCREF(t);
+        Py_XSETREF(g_text, t);
+        memcpy(g_text_addr, p, 4);
+    }
+    return t;
+}
+
+/* 32-bit attribute values (ASNs, communities, MED, LOCAL_PREF) as ints, through a small
+ * direct-mapped cache: the same few ASNs (the peer's, its transits) and communities recur in most
+ * attribute sets of a table, and an int made and freed per value was most of the AS_PATH's cost.
+ * ints are immutable: sharing one is invisible (as CPython's own small ints). */
+enum { INT_SLOTS = 1024 };
+static struct {
+    unsigned long value;
+    PyObject *obj;
+} g_ints[INT_SLOTS];
+
+static PyObject *u32_int(unsigned long v)
+{
+    size_t h = (size_t)((v * 0x9E3779B1u) & 0xFFFFFFFFu) >> (32 - 10); /* Fibonacci hashing, 10 bits */
+    if (g_ints[h].obj != NULL && g_ints[h].value == v) {
+        Py_INCREF(g_ints[h].obj);
+        return g_ints[h].obj;
+    }
+    PyObject *o = PyLong_FromUnsignedLong(v);
+    if (o != NULL) {
+        Py_INCREF(o);
+        Py_XSETREF(g_ints[h].obj, o);
+        g_ints[h].value = v;
+    }
+    return o;
 }
 
 static inline unsigned long u32_at(const unsigned char *p)
@@ -219,7 +261,7 @@ static PyObject *as_path4(const unsigned char *v, Py_ssize_t n)
         PyTuple_SET_ITEM(seg, 1, asns);
         PyTuple_SET_ITEM(segs, k, seg);
         for (unsigned a = 0; a < c; a++) {
-            PyObject *asn = PyLong_FromUnsignedLong(u32_at(v + i + 2 + 4 * a));
+            PyObject *asn = u32_int(u32_at(v + i + 2 + 4 * a));
             if (asn == NULL) {
                 Py_DECREF(segs);
                 return NULL;
@@ -290,13 +332,13 @@ static PyObject *fast_attrs(PyObject *raw)
         case 4: /* MED */
             if (kind != 0x80 || length != 4)
                 goto decline;
-            if ((med = PyLong_FromUnsignedLong(u32_at(v))) == NULL)
+            if ((med = u32_int(u32_at(v))) == NULL)
                 goto error;
             break;
         case 5: /* LOCAL_PREF */
             if (kind != 0x40 || length != 4)
                 goto decline;
-            if ((lp = PyLong_FromUnsignedLong(u32_at(v))) == NULL)
+            if ((lp = u32_int(u32_at(v))) == NULL)
                 goto error;
             break;
         case 8: /* COMMUNITIES */
@@ -305,7 +347,7 @@ static PyObject *fast_attrs(PyObject *raw)
             if ((comms = PyTuple_New(length >> 2)) == NULL)
                 goto error;
             for (Py_ssize_t k = 0; k < length >> 2; k++) {
-                PyObject *c = PyLong_FromUnsignedLong(u32_at(v + 4 * k));
+                PyObject *c = u32_int(u32_at(v + 4 * k));
                 if (c == NULL)
                     goto error;
                 PyTuple_SET_ITEM(comms, k, c);

@@ -232,6 +232,37 @@ def test_fast_attrs_agrees(block: bytes) -> None:
         assert c is None
 
 
+def _int_slot(v: int) -> int:
+    """The slot of ``v`` in _fastpath.c's cache of 32-bit values (``u32_int``)."""
+    return ((v * 0x9E3779B1) & 0xFFFFFFFF) >> 22
+
+
+@needs_c
+def test_shared_values_agree() -> None:
+    """The C decoder shares the ints of 32-bit values and the last next hop's text between
+    attribute sets (its caches): a run of sets whose values collide in the int cache's slots, and
+    next hops that come back after another, decode each as the Python decoder does."""
+    same_slot = [v for v in range(1, 2**20) if _int_slot(v) == _int_slot(64500)][:4]
+    colliding = [*same_slot, 2**32 - 1, 0, 64500]
+    hops = ["192.0.2.1", "192.0.2.1", "198.51.100.7", "192.0.2.1", "0.0.0.0", "255.255.255.255"]
+    for n in range(40):
+        asns = tuple(colliding[(n + k) % len(colliding)] for k in range(1 + n % 4))
+        attrs = Attributes(
+            next_hop=hops[n % len(hops)],
+            origin=Origin.IGP,
+            as_path=((AS_SEQUENCE, asns),),
+            med=colliding[n % len(colliding)] if n % 3 else None,
+            local_pref=colliding[(n + 1) % len(colliding)] if n % 2 else None,
+            communities=tuple(colliding[: n % 5]),
+            aggregator=(colliding[n % len(colliding)], hops[(n + 2) % len(hops)]) if n % 5 == 0 else None,
+        )
+        block = codec.encode_path_attributes(attrs)
+        codec.clear_attribute_cache()
+        c = _fastpath.fast_attrs(block)
+        _same_attrs(c, codec._fast_attrs(block))
+        assert c == attrs
+
+
 @needs_c
 @FUZZ
 @given(_block(), _nlri(), st.binary(max_size=12) | st.just(b"\x18\xc6\x33\x65"), st.booleans())
