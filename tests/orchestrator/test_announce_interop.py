@@ -45,6 +45,10 @@ protocol bgp peerctl {{
   ipv6 {{ import all; export none; }};
 }}
 """)
+    return run_bird(tmp, name, conf)
+
+
+def run_bird(tmp: Path, name: str, conf: Path) -> tuple[Any, Path]:
     sock = tmp / f"{name}.ctl"
     proc = subprocess.Popen(["bird", "-f", "-c", str(conf), "-s", str(sock), "-P", str(tmp / f"{name}.pid")],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -96,10 +100,10 @@ allow_poisoning = true
 
 
 class Run:
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, config: str = CONFIG, bird_port: int = BIRD_PORT) -> None:
         self.port = free_port()
         self.config = tmp / "config.toml"
-        self.config.write_text(CONFIG.format(port=self.port, bird_port=BIRD_PORT))
+        self.config.write_text(config.format(port=self.port, bird_port=bird_port))
         self.log = tmp / "peerctl.log"
         self.proc = subprocess.Popen([*PEERCTL, "-c", str(self.config), "run"], cwd=REPO,
                                      stdout=subprocess.DEVNULL, stderr=self.log.open("ab"))
@@ -223,16 +227,8 @@ protocol bgp peerctl {{
   ipv4 {{ import all; export none; next hop keep; }};
 }}
 """)
-    sock = tmp_path / "mux.ctl"
-    bird = subprocess.Popen(["bird", "-f", "-c", str(conf), "-s", str(sock), "-P", str(tmp_path / "mux.pid")],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    run = Run.__new__(Run)
-    run.port = free_port()
-    run.config = tmp_path / "config.toml"
-    run.config.write_text(IBGP_CONFIG.format(port=run.port, bird_port=port))
-    run.log = tmp_path / "peerctl.log"
-    run.proc = subprocess.Popen([*PEERCTL, "-c", str(run.config), "run"], cwd=REPO,
-                                stdout=subprocess.DEVNULL, stderr=run.log.open("ab"))
+    bird, sock = run_bird(tmp_path, "mux", conf)
+    run = Run(tmp_path, IBGP_CONFIG, port)
     try:
         run.wait(lambda: run.api("/peers/mux")["state"] == "established", 30, "mux up")
         res = run.cli("announce", "184.164.224.0/24", "--peer", "mux", "--next-hop", "127.0.86.1")
