@@ -19,7 +19,6 @@ import shutil
 import subprocess
 import sys
 import sysconfig
-import tracemalloc
 from array import array
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -39,6 +38,7 @@ from policies.model import Condition, Direction, ImportChain, Not, Policy, Route
 from policies.prefixset import PrefixEntry, PrefixList, naive_matches
 from policies.rpki import Validity, Vrp, VrpTable, naive_validate
 from policies.rules import InPrefixList, LengthOutside, NotInPrefixList, RpkiIs
+from tests.leaks import growth
 from tests.policies.test_fast_path import CTX, condition, prefix4
 from tests.policies.test_matchers import entries, prefixes
 
@@ -355,15 +355,7 @@ def test_no_leaks() -> None:
         once()
     gc.collect()
     refs = sys.getrefcount(probe), sys.getrefcount(rule)
-    tracemalloc.start()
-    try:
-        before = tracemalloc.get_traced_memory()[0]
-        for _ in range(2000):
-            once()
-        gc.collect()
-        grown = tracemalloc.get_traced_memory()[0] - before
-    finally:
-        tracemalloc.stop()
+    grown = growth(once, 2000)
     assert grown < 64 * 1024, grown
     assert (sys.getrefcount(probe), sys.getrefcount(rule)) == refs
 
@@ -431,14 +423,7 @@ def test_copier_refuses_and_falls_back() -> None:
         copy(a, 1, comms, (), b"")
     gc.collect()
     refs = sys.getrefcount(a.as_path), sys.getrefcount(comms), sys.getrefcount(a)
-    tracemalloc.start()
-    try:
-        before = tracemalloc.get_traced_memory()[0]
-        for _ in range(20_000):
-            copy(a, 1, comms, (), b"")
-        grown = tracemalloc.get_traced_memory()[0] - before
-    finally:
-        tracemalloc.stop()
+    grown = growth(lambda: copy(a, 1, comms, (), b""), 20_000)
     assert grown < 16 * 1024, grown
     assert (sys.getrefcount(a.as_path), sys.getrefcount(comms), sys.getrefcount(a)) == refs
 

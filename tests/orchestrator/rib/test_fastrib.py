@@ -17,7 +17,6 @@ import os
 import shutil
 import sys
 import sysconfig
-import tracemalloc
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import partial
@@ -32,6 +31,7 @@ from orchestrator.rib.attrs import AS_SEQUENCE, Attributes, Origin
 from orchestrator.rib.decide import DecisionOptions, Reason
 from orchestrator.rib.prefix import Family, key_from_parts
 from orchestrator.rib.table import DISCARD, LO_BITS, BestChange, Path, PeerInfo, Rib
+from tests.leaks import growth
 
 try:
     from orchestrator.rib import _fastrib
@@ -211,17 +211,7 @@ def test_cases_it_handles_and_yields() -> None:
 
 def _no_growth(load: Callable[[], None]) -> None:
     """Memory traced after one ``load`` does not grow over five more."""
-    tracemalloc.start()
-    try:
-        load()
-        gc.collect()
-        base = tracemalloc.get_traced_memory()[0]
-        for _ in range(5):
-            load()
-        gc.collect()
-        grown = tracemalloc.get_traced_memory()[0] - base
-    finally:
-        tracemalloc.stop()
+    grown = growth(load, 5)
     assert grown < 64 * 1024, f"{grown} bytes more after 5 loads"
 
 

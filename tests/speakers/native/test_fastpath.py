@@ -14,7 +14,6 @@ import shutil
 import struct
 import sys
 import sysconfig
-import tracemalloc
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -28,6 +27,7 @@ from orchestrator.rib.prefix import Family, key_from_parts
 from speakers.events import Update
 from speakers.native import codec
 from speakers.native.session import BgpSession, SessionConfig, State
+from tests.leaks import growth
 
 try:
     from speakers.native import _fastpath
@@ -452,18 +452,7 @@ def test_no_leaks() -> None:
     codec.clear_attribute_cache()
     gc.collect()
     refs = sys.getrefcount(peer), sys.getrefcount(Family.IPV4), sys.getrefcount(Origin.IGP)
-    tracemalloc.start()
-    try:
-        once()
-        gc.collect()
-        base = tracemalloc.get_traced_memory()[0]
-        for _ in range(10):
-            once()
-        codec.clear_attribute_cache()
-        gc.collect()
-        grown = tracemalloc.get_traced_memory()[0] - base
-    finally:
-        tracemalloc.stop()
+    grown = growth(once, 10, settle=codec.clear_attribute_cache)
     assert grown < 64 * 1024, f"{grown} bytes more after 10 runs"
     assert (sys.getrefcount(peer), sys.getrefcount(Family.IPV4), sys.getrefcount(Origin.IGP)) == refs
 
