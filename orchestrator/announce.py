@@ -45,12 +45,12 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 import orjson
 
 from orchestrator.config import Config, PeerConfig, PeerKind
-from orchestrator.errors import PolicyError
+from orchestrator.errors import ApiError, PolicyError
 from orchestrator.rib.attrs import AS_SEQUENCE, Attributes, community_text
 from orchestrator.rib.prefix import Family, format_prefix, parse_prefix
 from policies.model import PeerContext, Policy, Route, Verdict
@@ -60,6 +60,32 @@ from speakers.events import PeerDown, PeerUp, SpeakerEvent
 from speakers.exabgp.session import announce_command, withdraw_command
 
 STATE_FILE = "announcements.json"
+ATTR_KEYS: Final = frozenset({"prepend", "origin", "poison", "communities", "large_communities", "next_hop"})
+"""The attribute members of an announcement request (API body, experiment step, a ``per_peer`` entry)."""
+
+
+def parse_per_peer(spec: object, prefix: str, resolve: Callable[..., tuple[str, ...]],
+                   parse: Callable[[dict[str, Any]], Announcement]) -> dict[str, Announcement]:
+    """A request's ``per_peer`` (``{NAME: {attributes}}``): the peers that get an attribute set of
+    their own for ``prefix``, each a whole set (what it leaves out is the default, not taken from
+    the request's common attributes). ``resolve`` is ``AnnouncementManager.resolve`` (PolicyError
+    "targets" for an unknown peer or one without the family), ``parse`` the request parser of the
+    API. ApiError(400) naming the member otherwise."""
+    if not isinstance(spec, dict) or not all(isinstance(v, dict) for v in spec.values()):
+        raise ApiError(400, "per_peer: expected an object of peer name -> attributes")
+    family = parse_prefix(prefix)[0]
+    out: dict[str, Announcement] = {}
+    for name, attrs in spec.items():
+        unknown = set(attrs) - ATTR_KEYS
+        if unknown:
+            raise ApiError(400, f"per_peer.{name}: unknown keys {sorted(unknown)} "
+                           f"(expected {sorted(ATTR_KEYS)})")
+        resolve([name], family=family)
+        try:
+            out[name] = replace(parse({**attrs, "prefix": prefix}), muxes=(name,))
+        except ApiError as exc:
+            raise ApiError(400, f"per_peer.{name}.{exc}") from None
+    return out
 
 
 def without_own_as(attrs: Attributes, asn: int) -> Attributes:
@@ -137,6 +163,12 @@ def _announcement(saved: dict[str, Any]) -> Announcement:
     tuples: dict[str, Any] = {k: tuple(tuple(x) if isinstance(x, list) else x for x in saved[k])
                               for k in lists if k in saved}
     return Announcement(**{**saved, **tuples})
+
+
+def _acking_session(speaker: Any) -> Any:
+    """The speaker's session when it acknowledges commands (ExaBGP's ``on_answer``), else None."""
+    session = getattr(speaker, "session", None)
+    return session if hasattr(session, "on_answer") else None
 
 
 def _canonical(prefix: str) -> str:
@@ -415,11 +447,12 @@ class AnnouncementManager:
         try:
             line, attrs = self.command_for(peer, wanted)
         except PolicyError as exc:  # the export policy changed since (reload): send nothing
-            self._refused(name, prefix, wanted.for_peer(name)[1], exc)
+            self._refused(name, wanted, exc)
             return
         await self._send_planned(name, prefix, line, attrs)
 
-    def _refused(self, name: str, prefix: str, attrs: Attributes, exc: PolicyError) -> None:
+    def _refused(self, name: str, wanted: Wanted, exc: PolicyError) -> None:
+        prefix, attrs = wanted.announcement.prefix, wanted.for_peer(name)[1]
         self.adv.setdefault(name, {})[prefix] = Advertised(prefix, "", attrs, "refused", rule=exc.rule)
         self.log.warning("announce_refused_by_export", peer=name, prefix=prefix, reason=exc.rule)
 
@@ -465,13 +498,12 @@ class AnnouncementManager:
         return {n: e.state for n in targets if (e := self.adv.get(n, {}).get(prefix)) is not None}
 
     def _acks(self, name: str) -> bool:
-        session = getattr(self._speakers().get(name), "session", None)
-        return session is not None and hasattr(session, "on_answer")
+        return _acking_session(self._speakers().get(name)) is not None
 
     def _hook(self, name: str, speaker: Any) -> None:
         """ExaBGP speakers: learn which commands were acknowledged (``ExaBGPSession.on_answer``)."""
-        session = getattr(speaker, "session", None)
-        if session is None or id(session) in self._hooked or not hasattr(session, "on_answer"):
+        session = _acking_session(speaker)
+        if session is None or id(session) in self._hooked:
             return
         self._hooked.add(id(session))
 
@@ -522,7 +554,7 @@ class AnnouncementManager:
                     if current is not None and current.state != "refused":
                         await self._send_withdraw(name, prefix)
                         out["withdrawn"].append(f"{name} {prefix}")
-                    self._refused(name, prefix, wanted.for_peer(name)[1], exc)
+                    self._refused(name, wanted, exc)
                     continue
                 if current is None or current.command != line:
                     await self._send_planned(name, prefix, line, attrs)
@@ -642,7 +674,7 @@ class AnnouncementManager:
                     try:
                         line, a = self.command_for(peer, self.wanted[ann.prefix])
                     except PolicyError as exc:  # the config changed while we were down
-                        self._refused(name, ann.prefix, self.wanted[ann.prefix].for_peer(name)[1], exc)
+                        self._refused(name, self.wanted[ann.prefix], exc)
                         continue
                     self.adv.setdefault(name, {})[ann.prefix] = Advertised(ann.prefix, line, a)
         return len(self.wanted)

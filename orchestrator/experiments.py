@@ -46,6 +46,7 @@ from typing import Any, Protocol
 
 import orjson
 
+from orchestrator.announce import ATTR_KEYS, parse_per_peer
 from orchestrator.errors import ApiError, PolicyError
 from orchestrator.rib.prefix import Family, format_prefix, parse_prefix
 from policies.safety import PEERING_ASN, Announcement, parse_peering
@@ -55,7 +56,6 @@ LATE_GRACE = 30.0
 """A step that comes up this many seconds late (peerctl was down) still runs; later ones are missed."""
 SLEEP_SLICE = 30.0
 MAX_STEPS = 1000
-ATTR_KEYS = frozenset({"prepend", "origin", "poison", "communities", "large_communities", "next_hop"})
 STEP_KEYS = frozenset({"at", "action", "prefix", "peers", "all", "kind", "per_peer", *ATTR_KEYS})
 EXPERIMENT_KEYS = frozenset({"name", "start", "delay", "steps", "description"})
 
@@ -221,7 +221,13 @@ def _parse_step(
     body["prefix"] = prefix
     variants: tuple[tuple[str, Announcement], ...] = ()
     if action == "announce" and body.get("per_peer"):
-        variants = _parse_per_peer(i, body["per_peer"], prefix, family, announcer, parse_request)
+        try:
+            own = parse_per_peer(body["per_peer"], prefix, announcer.resolve, parse_request)
+            variants = tuple(own.items())
+        except ApiError as exc:
+            raise ApiError(400, f"steps[{i}].{exc}") from None
+        except PolicyError as exc:
+            raise PolicyError(exc.rule, f"steps[{i}].per_peer: {_reason(exc)}") from None
     if action == "withdraw":
         extra = set(body) - {"prefix", "peers", "all", "kind"}
         if extra:
@@ -245,29 +251,6 @@ def _parse_step(
             raise PolicyError(exc.rule, f"steps[{i}]: {_reason(exc)}") from None
     targets = (*targets, *(n for n, _ in variants if n not in targets))
     return Step(i, float(at), action, prefix, targets, ann, body, group=not peers, variants=variants)
-
-
-def _parse_per_peer(
-    i: int, spec: Any, prefix: str, family: Family, announcer: Announcer,
-    parse_request: Callable[[dict[str, Any]], Announcement],
-) -> tuple[tuple[str, Announcement], ...]:
-    """``per_peer = {NAME = {attributes}}``: peers sent an attribute set of their own (a whole set)."""
-    if not isinstance(spec, dict) or not all(isinstance(v, dict) for v in spec.values()):
-        raise ApiError(400, f"steps[{i}].per_peer: expected a table of peer name -> attributes")
-    out = []
-    for name, attrs in spec.items():
-        unknown = set(attrs) - ATTR_KEYS
-        if unknown:
-            raise ApiError(400, f"steps[{i}].per_peer.{name}: unknown keys {sorted(unknown)}")
-        try:
-            announcer.resolve([name], family=family)
-        except PolicyError as exc:
-            raise PolicyError(exc.rule, f"steps[{i}].per_peer: {_reason(exc)}") from None
-        try:
-            out.append((name, replace(parse_request({**attrs, "prefix": prefix}), muxes=(name,))))
-        except ApiError as exc:
-            raise ApiError(400, f"steps[{i}].per_peer.{name}.{exc}") from None
-    return tuple(out)
 
 
 _State = tuple[Announcement, tuple[str, ...], tuple[Any, ...]]  # announcement, targets, per-peer variants
@@ -295,10 +278,9 @@ def _simulate(order: Sequence[Step], start: float, announcer: Announcer) -> None
                 announcer.check_rules(ann, t, () if s.group else s.targets, own)
             except PolicyError as exc:
                 raise PolicyError(exc.rule, f"{where}: {_reason(exc)}") from None
-            variants = tuple((n, replace(v, prefix=s.prefix)) for n, v in s.variants)
-            if now_state is not None and now_state == (ann, s.targets, variants):
+            if now_state is not None and now_state == (ann, s.targets, s.variants):
                 continue  # the same announcement again: not a change
-            new_state: _State | None = (ann, s.targets, variants)
+            new_state: _State | None = (ann, s.targets, s.variants)
         else:
             if now_state is None:
                 raise PolicyError("not-announced", f"{where}: {s.prefix} is not announced at that point")

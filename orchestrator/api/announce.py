@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
-from orchestrator.announce import AnnouncementManager
+from orchestrator.announce import ATTR_KEYS, AnnouncementManager, parse_per_peer
 from orchestrator.api.app import DAEMON, json_object, json_response, register
 from orchestrator.errors import ApiError, PolicyError
 from orchestrator.rib.attrs import parse_community, parse_large_community
@@ -30,8 +30,7 @@ from policies.safety import Announcement
 
 T = TypeVar("T")
 ANNOUNCER: web.AppKey[AnnouncementManager] = web.AppKey("announcer")
-_ATTR_KEYS = frozenset({"prepend", "origin", "poison", "communities", "large_communities", "next_hop"})
-_BODY_KEYS = frozenset({"prefix", "peers", "all", "kind", "per_peer", *_ATTR_KEYS})
+_BODY_KEYS = frozenset({"prefix", "peers", "all", "kind", "per_peer", *ATTR_KEYS})
 
 
 def refusal(exc: PolicyError) -> web.Response:
@@ -107,27 +106,6 @@ def parse_request(body: dict[str, Any]) -> Announcement:
                         communities=comms, large_communities=large, next_hop=nh)  # fmt: skip
 
 
-def parse_per_peer(mgr: AnnouncementManager, body: dict[str, Any]) -> dict[str, Announcement]:
-    """``"per_peer": {NAME: {attributes}}``: peers that get their own attribute set for the prefix
-    (each a whole set: what it leaves out is the default, not taken from the body's)."""
-    spec = body.get("per_peer") or {}
-    if not isinstance(spec, dict) or not all(isinstance(v, dict) for v in spec.values()):
-        raise ApiError(400, "per_peer: expected an object of peer name -> attributes")
-    family = parse_prefix(body["prefix"])[0]
-    out: dict[str, Announcement] = {}
-    for name, attrs in spec.items():
-        unknown = set(attrs) - _ATTR_KEYS
-        if unknown:
-            raise ApiError(400, f"per_peer.{name}: unknown keys {sorted(unknown)} "
-                           f"(expected {sorted(_ATTR_KEYS)})")
-        mgr.resolve([name], family=family)  # PolicyError("targets") for an unknown peer
-        try:
-            out[name] = parse_request({**attrs, "prefix": body["prefix"]})
-        except ApiError as exc:
-            raise ApiError(400, f"per_peer.{name}.{exc}") from None
-    return out
-
-
 def _targets(mgr: AnnouncementManager, body: dict[str, Any], default_all: bool = False) -> tuple[str, ...]:
     peers = body.get("peers") or []
     if not isinstance(peers, list) or not all(isinstance(p, str) for p in peers):
@@ -157,7 +135,7 @@ async def post_announcement(request: web.Request) -> web.Response:
         ann = parse_request(body)
         # Explicit peers must all accept (else nothing is sent); a group skips its refusing members.
         targets = _targets(mgr, body)
-        variants = parse_per_peer(mgr, body)
+        variants = parse_per_peer(body.get("per_peer") or {}, body["prefix"], mgr.resolve, parse_request)
         wanted = await mgr.announce(ann, targets, group=not body.get("peers"), variants=variants)
     except PolicyError as exc:
         return refusal(exc)

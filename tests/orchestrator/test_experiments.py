@@ -72,6 +72,8 @@ def plan_of(mgr: AnnouncementManager, steps: list[dict[str, Any]], now: float = 
     ([step(0, prefix="10.0.0.0/24", all=True)], "allocated", "steps[0]"),
     ([step(0, all=True, communities=[f"1:{i}" for i in range(6)])], "communities", "steps[0]"),
     ([step(0, peers=["nope"])], "targets", "steps[0]"),
+    ([step(0, peers=["mux1"], per_peer={"nope": {}})], "targets", "steps[0].per_peer: no peer named 'nope'"),
+    ([step(0, peers=["mux1"], per_peer={"mux2": {"poison": [3356]}})], "poisoning", "steps[0]"),
     # steps are ordered by time, not by their place in the list
     ([step(1200, "withdraw"), step(0, all=True), step(600, all=True, prepend=1)], None, None),
     ([step(0, all=True), step(600, all=True, prepend=1), step(1200, "withdraw")], None, None),
@@ -90,6 +92,14 @@ def test_plan_checks_every_step(tmp_path: Path, steps: list[dict[str, Any]], rul
     assert err.value.rule == rule
     assert where is not None and where in str(err.value)
     assert wire.sent == []
+
+
+def test_a_malformed_per_peer_entry_names_its_step_and_member(tmp_path: Path) -> None:
+    mgr, _ = manager(tmp_path)
+    with pytest.raises(ApiError, match=r"steps\[0\]\.per_peer\.mux2: unknown keys \['peers'\]"):
+        plan_of(mgr, [step(0, peers=["mux1"], per_peer={"mux2": {"peers": []}})])
+    with pytest.raises(ApiError, match=r"steps\[0\]\.per_peer\.mux2\.prepend"):
+        plan_of(mgr, [step(0, peers=["mux1"], per_peer={"mux2": {"prepend": 99}})])
 
 
 def test_plan_counts_the_change_made_before_the_experiment(tmp_path: Path) -> None:
