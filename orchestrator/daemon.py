@@ -11,10 +11,9 @@ One task, ``_rib_loop``, is the only writer of RIB state. It takes events in bat
 policy, applies them to the RIB, and hands every best-path change to the FIB writer (if any) and to
 change subscribers (stream, collector). A run of UPDATEs from one peer without an import policy is
 one ``Rib.update_many`` call (``_apply_updates``; event listeners still get each UPDATE first);
-anything else goes through
-``_apply`` event by event, which stays the reference the runs are tested against. Between batches it
-yields, so API handlers (which read the RIB directly; they run between batches and so see a
-consistent RIB) stay responsive.
+anything else goes through ``_apply`` event by event, which stays the reference the runs are tested
+against. Between batches it yields, so API handlers (which read the RIB directly; they run between
+batches and so see a consistent RIB) stay responsive.
 
 Reload parses the new config first; if it fails the old one stays. Otherwise it diffs the peers: removed
 and changed peers' speakers stop (their paths leave the RIB), added and changed peers' speakers start,
@@ -380,20 +379,6 @@ class Daemon:
         take = backlog.popleft
         first = cast(Update, take())  # the caller saw an Update
         peer = first.peer
-        status = self.status.get(peer)
-        if status is None or peer in self.imports.peers:
-            done = 0
-            event = first
-            while True:
-                self._apply(event, changes)
-                done += len(event.announce) + len(event.withdraw) + 1
-                if done >= budget or not backlog:
-                    return done
-                head = backlog[0]
-                if type(head) is not Update or head.peer != peer:
-                    return done
-                event = head
-                take()
         run = [first]
         announced = len(first.announce)
         withdrawn = len(first.withdraw)
@@ -409,6 +394,11 @@ class Daemon:
             announced += a
             withdrawn += w
             done += a + w + 1
+        status = self.status.get(peer)
+        if status is None or peer in self.imports.peers:
+            for event in run:
+                self._apply(event, changes)
+            return done
         status.updates += len(run)
         status.announced += announced
         status.withdrawn += withdrawn
