@@ -56,10 +56,11 @@ works on them and prefetches what it will touch (a table is scattered over far m
 the caches, and the loop waits on memory more than it computes). A new prefix in a bucket grows
 the bucket's index in place when the bucket holds the only reference to it (nobody can see the
 immutable ``bytes`` change; the same bytes in the same allocator size class, so the same memory as
-the copy). ``_intern`` and ``_rank`` are done in C too (``_fastrib.intern``: the same marshal bytes,
-written directly for the types attribute sets hold, the same rank for the common AS path, the same
-sweeps; anything else asks the Python methods); ``update_many`` makes one C call per UPDATE for
-both (``_fastrib.announce``). Not built, or ``PEERCTL_PURE=1``: the Python alone, the reference the
+the copy). ``_intern`` and ``_rank`` are done in C too (the same marshal bytes, written directly for the
+types attribute sets hold, the same rank for the common AS path, the same sweeps; anything else
+asks the Python methods); ``update_many`` makes one C call per UPDATE for both
+(``_fastrib.announce``; ``_fastrib.intern`` and ``_fastrib.announcer`` are its two halves on their
+own, for the tests). Not built, or ``PEERCTL_PURE=1``: the Python alone, the reference the
 C is tested against.
 
 No I/O and no asyncio: one task owns a ``Rib`` and calls it synchronously.
@@ -73,7 +74,6 @@ import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import partial
 from marshal import dumps as _dumps
 from marshal import loads as _loads
 from operator import attrgetter
@@ -606,10 +606,7 @@ class Rib:
         only = Reason.ONLY_PATH
         record = changes is not DISCARD  # (other branches append to DISCARD: a no-op, and rare)
         rec = changes if record else None
-        intern = self._intern if _c_intern is None else partial(_c_intern, self)
-        announcer = _announcer
-        # intern + announcer in one C call per UPDATE, when both are the C ones
-        announce_c = _c_announce if announcer is not None and _c_intern is not None else None
+        announce_c = _c_announce  # intern + the C announcement loop, one call per UPDATE (None: Python)
         for u in updates:
             family = u.family
             attrs = u.attrs
@@ -631,8 +628,8 @@ class Rib:
                 run = announce_c(self, ps, attrs, buckets, family, rec, announce)
                 path = run.path
             else:
-                path = intern(ps, attrs)
-                run = None if announcer is None else announcer(buckets, path, ps, family, rec, announce)
+                path = self._intern(ps, attrs)
+                run = None
             rank = path.rank
             get = buckets.get
             received = 0
@@ -882,8 +879,4 @@ def _load_accelerator() -> Any:
 
 
 _fastrib_module = _load_accelerator()
-_announcer: Callable[..., Any] | None = None if _fastrib_module is None else _fastrib_module.announcer
-_c_intern: Callable[[Rib, _Peer, Attributes], Path] | None = (
-    None if _fastrib_module is None else _fastrib_module.intern
-)
 _c_announce: Callable[..., Any] | None = None if _fastrib_module is None else _fastrib_module.announce

@@ -50,9 +50,9 @@ def test_accelerator_built() -> None:
         "run `pip install -e .` (or `python setup.py build_ext --inplace`)"
     )
     if os.environ.get("PEERCTL_PURE") == "1":
-        assert table._announcer is None
+        assert table._c_announce is None
     else:
-        assert table._announcer is _fastrib.announcer
+        assert table._c_announce is _fastrib.announce
 
 
 def _c_announcer() -> Callable[..., Any]:
@@ -63,14 +63,16 @@ def _c_announcer() -> Callable[..., Any]:
 
 @contextmanager
 def announcer(fn: Callable[..., Any] | None) -> Iterator[None]:
-    """The C loop and the C intern (``fn``), or neither (None: the Python reference)."""
-    saved = table._announcer, table._c_intern
-    table._announcer = fn
-    table._c_intern = None if fn is None else _c_intern()
+    """The RIB with the C loop and the C intern (``fn`` given, which must be ``_c_announcer()``), or
+    neither (None: the Python reference)."""
+    saved = table._c_announce
+    if fn is not None:
+        _c_intern()
+    table._c_announce = None if fn is None else _fastrib.announce
     try:
         yield
     finally:
-        table._announcer, table._c_intern = saved
+        table._c_announce = saved
 
 
 def _c_intern() -> Callable[..., Any]:
