@@ -12,8 +12,9 @@
  * and yields every other key (another peer's path, several paths, anything unexpected) for the
  * Python loop body to handle before it goes on, so the order of the changes is the Python one.
  * The best-path changes of the handled keys are appended to ``changes`` (None: none are built) as
- * ``BestChange`` tuples allocated as ``tuple.__new__`` does; the counts of new paths, all of them
- * best, are in ``received`` and ``best`` for the caller to add to the peer's counters.
+ * ``BestChange`` tuples allocated as ``tuple.__new__`` does; the count of new paths (each of them
+ * the prefix's only path, so also best) is in ``received`` for the caller to add to the peer's
+ * received and best counters.
  *
  * ``setup(path_type, best_change_type, only_path_reason, lo_entries, lo_bits)`` binds the Python
  * side once at import.
@@ -46,7 +47,6 @@ typedef struct {
     PyObject *keys;    /* list or tuple (PySequence_Fast) */
     Py_ssize_t pos;
     Py_ssize_t received;
-    Py_ssize_t best;
     Py_ssize_t warm_start, warm_end; /* keys[warm_start:warm_end] were warmed (see warm()) */
     PyObject *his[16];               /* their bucket numbers (NULL: taken, or not a plain key) */
 } Announcer;
@@ -234,10 +234,8 @@ static Py_ssize_t find_entry(PyObject *los, unsigned char b0, unsigned char b1)
 static int grow_index(PyObject *bucket, PyObject *los, const unsigned char *e)
 {
     Py_ssize_t n = PyBytes_GET_SIZE(los);
+#ifndef Py_REF_DEBUG /* (debug builds, whose reference bookkeeping _PyBytes_Resize keeps, take the copy) */
     if (Py_REFCNT(los) == 1 && PyBytes_CheckExact(los)) {
-#ifdef Py_TRACE_REFS
-        _Py_ForgetReference(los);
-#endif
         PyBytesObject *sv = PyObject_Realloc(los, offsetof(PyBytesObject, ob_sval) + n + 3);
         if (sv != NULL) {
             if ((PyObject *)sv != los) {
@@ -254,10 +252,8 @@ static int grow_index(PyObject *bucket, PyObject *los, const unsigned char *e)
             _Py_COMP_DIAG_POP
             return 0;
         }
-#ifdef Py_TRACE_REFS
-        _Py_NewReference(los); /* still there, as it was */
-#endif
     }
+#endif
     PyObject *grown = PyBytes_FromStringAndSize(NULL, n + 2);
     if (grown == NULL)
         return -1;
@@ -316,14 +312,12 @@ static PyObject *announcer_next(Announcer *a)
             if (rc < 0)
                 return NULL;
             a->received++;
-            a->best++;
             if (record(a, key, NULL) < 0)
                 return NULL;
             continue;
         }
         Py_DECREF(hi);
-        if (!PyList_CheckExact(bucket) || PyList_GET_SIZE(bucket) < 1 || !PyBytes_CheckExact(PyList_GET_ITEM(bucket, 0))
-            || !PyBytes_CheckExact(entry) || PyBytes_GET_SIZE(entry) != 2)
+        if (!PyList_CheckExact(bucket) || PyList_GET_SIZE(bucket) < 1 || !PyBytes_CheckExact(PyList_GET_ITEM(bucket, 0)))
             goto yield;
         PyObject *los = PyList_GET_ITEM(bucket, 0);
         const unsigned char *e = (const unsigned char *)PyBytes_AS_STRING(entry);
@@ -337,7 +331,6 @@ static PyObject *announcer_next(Announcer *a)
                 return NULL;
             }
             a->received++;
-            a->best++;
             if (record(a, key, NULL) < 0)
                 return NULL;
             continue;
@@ -397,7 +390,6 @@ static void announcer_dealloc(Announcer *a)
 
 static PyMemberDef announcer_members[] = {
     {"received", T_PYSSIZET, offsetof(Announcer, received), READONLY, "new paths (all best) applied"},
-    {"best", T_PYSSIZET, offsetof(Announcer, best), READONLY, "of them, best paths (all of them)"},
     {"path", T_OBJECT, offsetof(Announcer, path), READONLY, "the Path announced"},
     {NULL, 0, 0, 0, NULL},
 };
@@ -455,7 +447,6 @@ static PyObject *make_announcer(PyObject *buckets, PyObject *path, PyObject *pee
     a->keys = seq;
     a->pos = 0;
     a->received = 0;
-    a->best = 0;
     a->warm_start = a->warm_end = 0;
     memset(a->his, 0, sizeof a->his);
     PyObject_GC_Track(a);
@@ -488,6 +479,17 @@ static PyObject *py_announce(PyObject *self, PyObject *const *args, Py_ssize_t n
     return run;
 }
 
+static int slot_offset(PyTypeObject *type, const char *name, Py_ssize_t *off)
+{
+    PyObject *d = PyDict_GetItemString(type->tp_dict, name); /* borrowed */
+    if (d == NULL || Py_TYPE(d) != &PyMemberDescr_Type || ((PyMemberDescrObject *)d)->d_member->type != T_OBJECT_EX) {
+        PyErr_Format(PyExc_TypeError, "%s.%s must be a slot", type->tp_name, name);
+        return -1;
+    }
+    *off = ((PyMemberDescrObject *)d)->d_member->offset;
+    return 0;
+}
+
 static PyObject *py_setup(PyObject *self, PyObject *args)
 {
     PyObject *path_type, *change_type, *only, *lo;
@@ -503,12 +505,15 @@ static PyObject *py_setup(PyObject *self, PyObject *args)
         PyErr_SetString(PyExc_ValueError, "lo_entries must have 2**lo_bits entries");
         return NULL;
     }
-    PyObject *d = PyDict_GetItemString(((PyTypeObject *)path_type)->tp_dict, "_peer"); /* borrowed */
-    if (d == NULL || Py_TYPE(d) != &PyMemberDescr_Type || ((PyMemberDescrObject *)d)->d_member->type != T_OBJECT_EX) {
-        PyErr_SetString(PyExc_TypeError, "Path._peer must be a slot");
-        return NULL;
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(lo); i++) { /* the loop reads them without checks */
+        PyObject *entry = PyTuple_GET_ITEM(lo, i);
+        if (!PyBytes_CheckExact(entry) || PyBytes_GET_SIZE(entry) != 2) {
+            PyErr_SetString(PyExc_ValueError, "lo_entries must be 2-byte bytes objects");
+            return NULL;
+        }
     }
-    g_peer_off = ((PyMemberDescrObject *)d)->d_member->offset;
+    if (slot_offset((PyTypeObject *)path_type, "_peer", &g_peer_off) < 0)
+        return NULL;
     g_lo_bits = lo_bits;
     Py_INCREF(path_type);
     Py_XSETREF(g_path_type, (PyTypeObject *)path_type);
@@ -683,7 +688,7 @@ static PyObject *g_missing_name; /* "_missing_med_rank", interned */
 #define SLOT(obj, off) (*(PyObject **)((char *)(obj) + (off)))
 
 /* Rank layout (orchestrator/rib/decide.py): bit shifts of each field. */
-enum { ADDR_SHIFT = 32, MED_SHIFT = 81, ORIGIN_SHIFT = 113, ASPATH_SHIFT = 115, LP_SHIFT = 131, RANK_WORDS = 3 };
+enum { MED_SHIFT = 81, ORIGIN_SHIFT = 113, ASPATH_SHIFT = 115, LP_SHIFT = 131, RANK_WORDS = 3 };
 
 static void put_bits(uint64_t *w, uint64_t value, int shift)
 {
@@ -696,11 +701,18 @@ static void put_bits(uint64_t *w, uint64_t value, int shift)
  * peer's and the RIB's constant parts of the rank are the same few objects call after call: their
  * words are kept, by identity (a strong reference held), in a small cache. */
 enum { WORD_CACHE = 8 };
+#if PY_VERSION_HEX >= 0x030D0000 /* 3.13 added with_exceptions */
+#define LONG_AS_BYTES(v, buf, n) _PyLong_AsByteArray((PyLongObject *)(v), (buf), (n), 1, 0, 1)
+#else
+#define LONG_AS_BYTES(v, buf, n) _PyLong_AsByteArray((PyLongObject *)(v), (buf), (n), 1, 0)
+#endif
 static struct { PyObject *obj; uint64_t w[RANK_WORDS]; } g_words[WORD_CACHE];
 static int g_words_next;
 
 static int or_int(uint64_t *w, PyObject *v)
 {
+    if (v == NULL) /* an unset slot; also what the cache's empty entries hold */
+        return -1;
     for (int c = 0; c < WORD_CACHE; c++)
         if (g_words[c].obj == v) {
             for (int i = 0; i < RANK_WORDS; i++)
@@ -709,7 +721,7 @@ static int or_int(uint64_t *w, PyObject *v)
         }
     unsigned char buf[8 * RANK_WORDS];
     if (!PyLong_CheckExact(v) || _PyLong_Sign(v) < 0
-        || _PyLong_AsByteArray((PyLongObject *)v, buf, sizeof buf, 1, 0) < 0) {
+        || LONG_AS_BYTES(v, buf, sizeof buf) < 0) {
         PyErr_Clear();
         return -1;
     }
@@ -749,7 +761,7 @@ static PyObject *fast_rank(PyObject *rib, PyObject *peer, PyObject *attrs)
     PyObject *lp = SLOT(attrs, g_attr_off[A_LP]);
     PyObject *ebgp = SLOT(peer, g_ebgp_off);
     if (!PyLong_CheckExact(nas) || !PyLong_Check(origin) || (med != Py_None && !PyLong_CheckExact(med))
-        || (lp != Py_None && !PyLong_CheckExact(lp)) || !PyBool_Check(ebgp))
+        || (lp != Py_None && !PyLong_CheckExact(lp)) || ebgp == NULL || !PyBool_Check(ebgp))
         return NULL;
     Py_ssize_t as_len = PyTuple_GET_SIZE(asns);
     /* ``x & mask`` of Python ints (two's complement for negatives) is the low bits of the C mask */
@@ -792,7 +804,7 @@ static PyObject *fast_rank(PyObject *rib, PyObject *peer, PyObject *attrs)
  * ``peer.sweep_at = max(_SWEEP_MIN, 2 * len(cache))``. */
 static Py_ssize_t g_sweep_min = 4096;
 
-static int sweep(PyObject *rib, PyObject *peer, PyObject *cache)
+static int sweep(PyObject *peer, PyObject *cache)
 {
     PyObject *dead = PyList_New(0);
     if (dead == NULL)
@@ -892,7 +904,7 @@ static PyObject *intern_path(PyObject *rib, PyObject *peer, PyObject *attrs)
         due = size == NULL ? -1 : PyObject_RichCompareBool(size, sweep_at ? sweep_at : Py_None, Py_GE);
         Py_XDECREF(size);
     }
-    if (due > 0 && sweep(rib, peer, cache) < 0)
+    if (due > 0 && sweep(peer, cache) < 0)
         due = -1;
     if (due < 0) {
         Py_DECREF(path);
@@ -910,17 +922,6 @@ static PyObject *py_intern(PyObject *self, PyObject *const *args, Py_ssize_t nar
     return intern_path(args[0], args[1], args[2]);
 }
 
-static int slot_offset(PyTypeObject *type, const char *name, Py_ssize_t *off)
-{
-    PyObject *d = PyDict_GetItemString(type->tp_dict, name); /* borrowed */
-    if (d == NULL || Py_TYPE(d) != &PyMemberDescr_Type || ((PyMemberDescrObject *)d)->d_member->type != T_OBJECT_EX) {
-        PyErr_Format(PyExc_TypeError, "%s.%s must be a slot", type->tp_name, name);
-        return -1;
-    }
-    *off = ((PyMemberDescrObject *)d)->d_member->offset;
-    return 0;
-}
-
 static PyObject *py_setup_intern(PyObject *self, PyObject *args)
 {
     PyTypeObject *path_type, *peer_type, *attrs_type;
@@ -928,11 +929,11 @@ static PyObject *py_setup_intern(PyObject *self, PyObject *args)
     if (!PyArg_ParseTuple(args, "O!O!O!|n", &PyType_Type, &path_type, &PyType_Type, &peer_type, &PyType_Type,
                           &attrs_type, &sweep_min))
         return NULL;
-    Py_ssize_t off[A_N], peer_off, blob_off, rank_off, cache_off, sweep_off, ebgp_off, base_off, lp_off;
+    Py_ssize_t off[A_N], blob_off, rank_off, cache_off, sweep_off, ebgp_off, base_off, lp_off;
     for (int k = 0; k < A_N; k++)
         if (slot_offset(attrs_type, g_attr_names[k], &off[k]) < 0)
             return NULL;
-    if (slot_offset(path_type, "_peer", &peer_off) < 0 || slot_offset(path_type, "blob", &blob_off) < 0
+    if (slot_offset(path_type, "blob", &blob_off) < 0
         || slot_offset(path_type, "rank", &rank_off) < 0 || slot_offset(peer_type, "cache", &cache_off) < 0
         || slot_offset(peer_type, "sweep_at", &sweep_off) < 0 || slot_offset(peer_type, "ebgp", &ebgp_off) < 0
         || slot_offset(peer_type, "rank_base", &base_off) < 0 || slot_offset(peer_type, "lp_rank", &lp_off) < 0)

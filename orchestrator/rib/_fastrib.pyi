@@ -3,7 +3,6 @@ from typing import Any
 
 class Announcer(Iterator[int]):
     received: int
-    best: int
     path: Any
     def __next__(self) -> int: ...
 

@@ -725,7 +725,7 @@ class Rib:
                     append(new_change(BestChange, (family, key, old, new, reason_n)))
             if run is not None:
                 received += run.received
-                best += run.best
+                best += run.received  # each a new prefix's only path, so its best
             ps.received[fi] += received
             ps.best[fi] += best
         return changes

@@ -172,25 +172,29 @@ static int ready(void)
 
 /* --- attribute sets: codec._fast_attrs's plain case ------------------------------------------- */
 
-/* The text of the last address made: a peer's UPDATEs nearly all carry the same NEXT_HOP, and
- * snprintf + a new str per attribute set was ~2% of a table load. Strings are immutable, so
+/* The text of the last address made, one per attribute (NEXT_HOP, AGGREGATOR's address, so an
+ * aggregator does not evict the next hop): a peer's UPDATEs nearly all carry the same NEXT_HOP,
+ * and snprintf + a new str per attribute set was ~2% of a table load. Strings are immutable, so
  * sharing one is invisible to everyone (equal values, as the Python decoder's). */
-static unsigned char g_text_addr[4];
-static PyObject *g_text;
+typedef struct {
+    unsigned char addr[4];
+    PyObject *text;
+} TextCache;
+static TextCache g_nh_text, g_agg_text;
 
-static PyObject *ipv4_text(const unsigned char *p)
+static PyObject *ipv4_text(TextCache *c, const unsigned char *p)
 {
-    if (g_text != NULL && memcmp(p, g_text_addr, 4) == 0) {
-        Py_INCREF(g_text);
-        return g_text;
+    if (c->text != NULL && memcmp(p, c->addr, 4) == 0) {
+        Py_INCREF(c->text);
+        return c->text;
     }
     char text[16];
     int len = snprintf(text, sizeof text, "%u.%u.%u.%u", p[0], p[1], p[2], p[3]);
     PyObject *t = PyUnicode_FromStringAndSize(text, len);
     if (t != NULL) {
         Py_INCREF(t);
-        Py_XSETREF(g_text, t);
-        memcpy(g_text_addr, p, 4);
+        Py_XSETREF(c->text, t);
+        memcpy(c->addr, p, 4);
     }
     return t;
 }
@@ -326,7 +330,7 @@ static PyObject *fast_attrs(PyObject *raw)
         case 3: /* NEXT_HOP */
             if (kind != 0x40 || length != 4)
                 goto decline;
-            if ((nh = ipv4_text(v)) == NULL)
+            if ((nh = ipv4_text(&g_nh_text, v)) == NULL)
                 goto error;
             break;
         case 4: /* MED */
@@ -361,7 +365,7 @@ static PyObject *fast_attrs(PyObject *raw)
         case 7: /* AGGREGATOR */
             if (kind != 0xC0 || length != 8)
                 goto decline;
-            if ((agg = Py_BuildValue("(kN)", u32_at(v), ipv4_text(v + 4))) == NULL)
+            if ((agg = Py_BuildValue("(kN)", u32_at(v), ipv4_text(&g_agg_text, v + 4))) == NULL)
                 goto error;
             break;
         case 32: /* LARGE_COMMUNITY */
