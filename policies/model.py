@@ -546,15 +546,12 @@ class ImportChain:
         # chain) has a signature fixed by which gate fires: ``_simple`` lists (gate index, match)
         # in order, and the signature per fired gate (or none: -1) is precomputed.
         self._simple = self._simple_plan()
-        # Skeleton per fired gate (key ``2 * (gate index + 1) + v4``: an int hashes faster than the
-        # signature tuple), for the simple plan.
-        self._simple_sks: dict[int, _Skeleton | None] = {}
-        # Bound actions per (statement index, id(ctx)): (ctx, the statement's actions composed).
-        # Bound gates of the simple plan per (id(ctx), v4): (ctx, ((gate index, test), ...)).
+        # Bound gates of the simple plan per (id(ctx), v4), see _Bound.
         self._gates: dict[tuple[int, bool], _Bound] = {}
         # The simple plan for the last (ctx, family) seen: one peer per chain is the intended use, so
         # a set's compile usually starts with two identity checks instead of dict lookups.
         self._fast: _Fast | None = None
+        # Bound actions per (statement index, id(ctx)): (ctx, the statement's actions composed).
         self._bound: dict[tuple[int, int], tuple[PeerContext, Callable[[Attributes], Attributes]]] = {}
         self._keypreds: dict[tuple[int, bool], bool | KeyPredicate] = {}
         self._skeletons: dict[tuple[Any, ...], _Skeleton | None] = {}
@@ -782,13 +779,7 @@ class ImportChain:
         """The skeleton of the simple plan when gate ``fired`` fires (-1: none), with its output's
         bound action, for ``fast``'s peer and family."""
         assert self._simple is not None
-        v4 = family is _V4
-        sk_key = 2 * fired + 2 + v4
-        try:
-            sk = self._simple_sks[sk_key]
-        except KeyError:
-            sk = self._simple_sks[sk_key] = self._skeleton_of((v4, *self._simple[1][fired]), ctx, family,
-                                                              attrs)
+        sk = self._skeleton_of((family is _V4, *self._simple[1][fired]), ctx, family, attrs)
         entry: _Entry
         if sk is None:
             entry = (None, None, False)
