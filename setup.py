@@ -1,8 +1,9 @@
 """C accelerators, built at install time (``pip install -e .`` builds them in place).
 
 Each one is an optional speed-up of a pure-Python function that stays the reference: the module
-that uses it imports it with a fallback (``PEERCTL_PURE=1`` forces the fallback, which the tests
-use to check both against each other). ``optional=True``: a machine without a C compiler or the
+that uses it loads it with ``orchestrator.accelerators.load`` and falls back to its Python when that
+answers None (not built, or ``PEERCTL_PURE=1``, which the tests use to check both against each
+other; tests/test_accelerators.py fails where a compiler is present but one was not built). ``optional=True``: a machine without a C compiler or the
 Python headers still installs peerctl, only slower.
 """
 

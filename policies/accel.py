@@ -27,10 +27,11 @@ Python tests cost a call and a loop over the path each; a path of another shape 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Sequence
 from types import ModuleType
 from typing import Any, Final, TypeVar
+
+from orchestrator.accelerators import load
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -52,17 +53,7 @@ GATE_NEVER: Final = 5
 RPKI_STATES: Final = ("valid", "invalid", "not-found")
 
 
-def _load() -> ModuleType | None:
-    if os.environ.get("PEERCTL_PURE") == "1":
-        return None
-    try:
-        from policies import _match
-    except ImportError:
-        return None
-    return _match
-
-
-MODULE: ModuleType | None = _load()
+MODULE: ModuleType | None = load("policies._match")
 
 
 def native_loop(width: int, steps: Sequence[tuple[Any, ...]], fallback: F) -> F:

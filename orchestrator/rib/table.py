@@ -69,7 +69,6 @@ No I/O and no asyncio: one task owns a ``Rib`` and calls it synchronously.
 from __future__ import annotations
 
 import gc
-import os
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -79,6 +78,7 @@ from marshal import loads as _loads
 from operator import attrgetter
 from typing import Any, Final, NamedTuple, Protocol
 
+from orchestrator.accelerators import load
 from orchestrator.rib.attrs import AS_SEQUENCE, Attributes, Origin
 from orchestrator.rib.decide import (
     ADDR_SHIFT,
@@ -867,11 +867,8 @@ class Rib:
 def _load_accelerator() -> Any:
     """``_fastrib`` bound to this module's types, or None (not built, or ``PEERCTL_PURE=1``:
     the Python loop alone, the reference the C one is tested against)."""
-    if os.environ.get("PEERCTL_PURE") == "1":
-        return None
-    try:
-        from orchestrator.rib import _fastrib
-    except ImportError:
+    _fastrib = load("orchestrator.rib._fastrib")
+    if _fastrib is None:
         return None
     _fastrib.setup(Path, BestChange, Reason.ONLY_PATH, _LO, LO_BITS)
     _fastrib.setup_intern(Path, _Peer, Attributes, _SWEEP_MIN)

@@ -35,7 +35,6 @@ drops the attribute, and only errors that make the NLRI impossible to locate rai
 from __future__ import annotations
 
 import dataclasses
-import os
 import socket
 import struct
 from collections.abc import Callable, Iterable, Sequence
@@ -43,6 +42,7 @@ from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any, Final
 
+from orchestrator.accelerators import load
 from orchestrator.rib.attrs import AS_CONFED_SEQUENCE, AS_CONFED_SET, AS_SEQUENCE, AS_SET, Attributes, Origin
 from orchestrator.rib.prefix import Family, nlri_bytes
 
@@ -1495,11 +1495,8 @@ UPDATEs at the front of a session's buffer and returns their ``Update`` events (
 
 def _load_accelerator() -> None:
     global decode_plain_update, plain_updates
-    if os.environ.get("PEERCTL_PURE") == "1":
-        return
-    try:
-        from speakers.native import _fastpath
-    except ImportError:
+    _fastpath = load("speakers.native._fastpath")
+    if _fastpath is None:
         return
     from speakers.events import Update
 

@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import gc
 import os
-import shutil
 import struct
 import sys
-import sysconfig
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -38,25 +36,11 @@ FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCh
 needs_c = pytest.mark.skipif(_fastpath is None, reason="speakers.native._fastpath not built")
 
 
-def can_build() -> bool:
-    include = sysconfig.get_paths()["include"]
-    return shutil.which(os.environ.get("CC", "gcc")) is not None and os.path.exists(
-        os.path.join(include, "Python.h")
-    )
-
-
-def test_accelerator_built() -> None:
-    if not can_build():
-        pytest.skip("no C compiler or no Python.h here: the accelerator is optional, the pure path runs")
-    assert _fastpath is not None, (
-        "a C compiler and Python.h are present but speakers.native._fastpath is not built: "
-        "run `pip install -e .` (or `python setup.py build_ext --inplace`)"
-    )
-    if os.environ.get("PEERCTL_PURE") != "1":
-        assert codec.plain_updates is _fastpath.plain_updates
-        assert codec.decode_plain_update is _fastpath.plain_update
-    else:
-        assert codec.plain_updates is None and codec.decode_plain_update is codec.decode_plain_update_py
+@needs_c
+def test_decode_plain_update_is_the_c_one_unless_pure() -> None:
+    """(Built where it can be, and ``plain_updates`` wired in: tests/test_accelerators.py.)"""
+    want = codec.decode_plain_update_py if os.environ.get("PEERCTL_PURE") == "1" else _fastpath.plain_update
+    assert codec.decode_plain_update is want
 
 
 @pytest.fixture(autouse=True)
