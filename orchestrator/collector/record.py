@@ -279,13 +279,7 @@ class RecordEncoder:
                     raw = attrs.raw4  # as received: nothing to encode
                     if not raw:
                         hit = a4.get(id(attrs))
-                        if hit is None:
-                            raw = _encode_block(attrs)
-                            if len(a4) >= ATTR_CACHE_MAX:
-                                a4.clear()
-                            a4[id(attrs)] = (attrs, raw)
-                        else:
-                            raw = hit[1]
+                        raw = self._attrs4(attrs) if hit is None else hit[1]
                     nlri = _nlri_join(announce)
                     size = len(raw) + len(nlri)
                     if size <= room:
