@@ -22,7 +22,6 @@ import json
 import os
 import random
 import secrets
-import signal
 import statistics
 import subprocess
 import sys
@@ -30,6 +29,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from benchmarks.ingest import stop
 
 REPO = Path(__file__).resolve().parents[1]
 TARGET_P99_MS = 50.0
@@ -107,12 +108,7 @@ def one_run(ipv4: int, ipv6: int, rate: float, log_dir: Path) -> dict[str, Any]:
         try:
             return _measure(proc, port, rate, log)
         finally:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop(proc, 60)  # a full table's daemon takes a while to stop
             subprocess.run(["pkill", "-9", "-f", str(tmp)], check=False)
             subprocess.run(["ip", "netns", "del", netns], check=False, capture_output=True)
 
