@@ -23,7 +23,9 @@
  * peer_type, attributes_type, sweep_min)`` binds its slots; ``dumps2(value)`` is the
  * ``marshal.dumps(value, 2)`` it uses, exposed for the differential test. ``announce(rib, peer,
  * attrs, buckets, family, changes, keys)`` is ``announcer`` of ``intern(rib, peer, attrs)`` (its
- * ``path`` attribute), one call per UPDATE.
+ * ``path`` attribute), one call per UPDATE. ``run(rib, peer, updates, start, changes, families,
+ * buckets)`` is ``Rib.update_many``'s loop over a run of UPDATEs: ``announce`` of each, until one
+ * needs Python (see py_run).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -461,6 +463,17 @@ static PyObject *py_announcer(PyObject *self, PyObject *args)
     return make_announcer(buckets, path, peer, family, changes, keys);
 }
 
+static int slot_offset(PyTypeObject *type, const char *name, Py_ssize_t *off)
+{
+    PyObject *d = PyDict_GetItemString(type->tp_dict, name); /* borrowed */
+    if (d == NULL || Py_TYPE(d) != &PyMemberDescr_Type || ((PyMemberDescrObject *)d)->d_member->type != T_OBJECT_EX) {
+        PyErr_Format(PyExc_TypeError, "%s.%s must be a slot", type->tp_name, name);
+        return -1;
+    }
+    *off = ((PyMemberDescrObject *)d)->d_member->offset;
+    return 0;
+}
+
 static PyObject *intern_path(PyObject *rib, PyObject *peer, PyObject *attrs);
 
 /* ``announce(rib, peer, attrs, buckets, family, changes, keys)``: ``announcer`` of the interned
@@ -479,16 +492,6 @@ static PyObject *py_announce(PyObject *self, PyObject *const *args, Py_ssize_t n
     return run;
 }
 
-static int slot_offset(PyTypeObject *type, const char *name, Py_ssize_t *off)
-{
-    PyObject *d = PyDict_GetItemString(type->tp_dict, name); /* borrowed */
-    if (d == NULL || Py_TYPE(d) != &PyMemberDescr_Type || ((PyMemberDescrObject *)d)->d_member->type != T_OBJECT_EX) {
-        PyErr_Format(PyExc_TypeError, "%s.%s must be a slot", type->tp_name, name);
-        return -1;
-    }
-    *off = ((PyMemberDescrObject *)d)->d_member->offset;
-    return 0;
-}
 
 static PyObject *py_setup(PyObject *self, PyObject *args)
 {
@@ -964,6 +967,169 @@ static PyObject *py_setup_intern(PyObject *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
+/* ``run(rib, peer, updates, start, changes, families, buckets)``: ``Rib.update_many``'s loop over a
+ * run of one peer's UPDATEs (``updates``: list or tuple) from ``updates[start]``, for a RIB without
+ * ``on_update``. Each UPDATE that has no withdrawals, announces with attributes in one of
+ * ``families`` (the family of ``buckets[i]`` is ``families[i]``) and keys in a list or tuple is
+ * interned and announced here (``announce``); an UPDATE without prefixes is skipped. Returns
+ * ``(i, None, None)`` when ``updates[i]`` is one to apply in Python from its start (i == len: all
+ * done), or ``(i, announcer, key)`` when the announcer of ``updates[i]`` yielded ``key``: the
+ * Python loop body takes ``key`` and the rest of the announcer, then adds its ``received``. The new
+ * paths of the UPDATEs finished here are added to the peer's ``received`` and ``best`` counters
+ * before returning, also when raising (the UPDATEs before the one that raised stay applied). */
+static PyTypeObject *g_update_type; /* the last type whose four fields were slots, and their offsets */
+static Py_ssize_t g_u_off[4];
+static const char *const g_u_names[4] = {"family", "attrs", "announce", "withdraw"};
+
+static int update_fields(PyObject *u, PyObject **out) /* new references; -1 with an exception */
+{
+    if (Py_TYPE(u) != g_update_type) {
+        Py_ssize_t off[4];
+        int slots = 1;
+        for (int k = 0; k < 4 && slots; k++)
+            if (slot_offset(Py_TYPE(u), g_u_names[k], &off[k]) < 0) {
+                PyErr_Clear();
+                slots = 0;
+            }
+        if (slots) {
+            Py_INCREF(Py_TYPE(u));
+            Py_XSETREF(g_update_type, Py_TYPE(u));
+            memcpy(g_u_off, off, sizeof off);
+        }
+    }
+    for (int k = 0; k < 4; k++) {
+        PyObject *v = Py_TYPE(u) == g_update_type ? SLOT(u, g_u_off[k]) : NULL;
+        if (v != NULL)
+            Py_INCREF(v);
+        else if ((v = PyObject_GetAttrString(u, g_u_names[k])) == NULL) {
+            while (k--)
+                Py_CLEAR(out[k]);
+            return -1;
+        }
+        out[k] = v;
+    }
+    return 0;
+}
+
+static int add_to(PyObject *peer, const char *name, const Py_ssize_t *n, Py_ssize_t nf)
+{
+    PyObject *counts = PyObject_GetAttrString(peer, name);
+    if (counts == NULL)
+        return -1;
+    int rc = 0;
+    for (Py_ssize_t fi = 0; fi < nf && rc == 0; fi++) {
+        if (n[fi] == 0)
+            continue;
+        PyObject *old = PySequence_GetItem(counts, fi);
+        PyObject *add = PyLong_FromSsize_t(n[fi]);
+        PyObject *sum = old && add ? PyNumber_Add(old, add) : NULL;
+        rc = sum == NULL ? -1 : PySequence_SetItem(counts, fi, sum);
+        Py_XDECREF(old);
+        Py_XDECREF(add);
+        Py_XDECREF(sum);
+    }
+    Py_DECREF(counts);
+    return rc;
+}
+
+enum { RUN_FAMILIES = 4 };
+
+static PyObject *py_run(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 7) {
+        PyErr_SetString(PyExc_TypeError, "run(rib, peer, updates, start, changes, families, buckets)");
+        return NULL;
+    }
+    PyObject *rib = args[0], *peer = args[1], *updates = args[2], *changes = args[4];
+    PyObject *families = args[5], *buckets = args[6];
+    Py_ssize_t i = PyLong_AsSsize_t(args[3]);
+    if (i == -1 && PyErr_Occurred())
+        return NULL;
+    if (!(PyList_CheckExact(updates) || PyTuple_CheckExact(updates)) || !PyTuple_CheckExact(families)
+        || !(PyList_CheckExact(buckets) || PyTuple_CheckExact(buckets))
+        || PyTuple_GET_SIZE(families) > RUN_FAMILIES || PySequence_Fast_GET_SIZE(buckets) < PyTuple_GET_SIZE(families)) {
+        PyErr_SetString(PyExc_TypeError, "run: updates a list or tuple, families a tuple of at most 4, "
+                                         "buckets a list or tuple as long");
+        return NULL;
+    }
+    Py_ssize_t nf = PyTuple_GET_SIZE(families);
+    Py_ssize_t fresh[RUN_FAMILIES] = {0, 0, 0, 0};
+    PyObject *yielded_run = NULL, *yielded_key = NULL;
+    int failed = 0;
+    if (i < 0)
+        i = 0;
+    for (; i < PySequence_Fast_GET_SIZE(updates); i++) {
+        PyObject *f[4]; /* family, attrs, announce, withdraw */
+        if (update_fields(PySequence_Fast_GET_ITEM(updates, i), f) < 0) {
+            failed = 1;
+            break;
+        }
+        PyObject *family = f[0], *attrs = f[1], *announce = f[2], *withdraw = f[3];
+        Py_ssize_t fi = 0;
+        while (fi < nf && PyTuple_GET_ITEM(families, fi) != family)
+            fi++;
+        int python = fi == nf || attrs == Py_None || !(PyList_CheckExact(withdraw) || PyTuple_CheckExact(withdraw))
+                     || PySequence_Fast_GET_SIZE(withdraw) != 0
+                     || !(PyList_CheckExact(announce) || PyTuple_CheckExact(announce));
+        PyObject *bucket_dict = python ? NULL : PySequence_Fast_GET_ITEM(buckets, fi);
+        if (!python && !PyDict_Check(bucket_dict))
+            python = 1;
+        if (python || PySequence_Fast_GET_SIZE(announce) == 0) {
+            for (int k = 0; k < 4; k++)
+                Py_DECREF(f[k]);
+            if (python)
+                break;
+            continue;
+        }
+        PyObject *path = intern_path(rib, peer, attrs);
+        PyObject *a = path == NULL ? NULL : make_announcer(bucket_dict, path, peer, family, changes, announce);
+        Py_XDECREF(path);
+        for (int k = 0; k < 4; k++)
+            Py_DECREF(f[k]);
+        if (a == NULL) {
+            failed = 1;
+            break;
+        }
+        PyObject *key = announcer_next((Announcer *)a);
+        if (key != NULL) {
+            yielded_run = a;
+            yielded_key = key;
+            break;
+        }
+        if (PyErr_Occurred()) {
+            fresh[fi] += ((Announcer *)a)->received;
+            Py_DECREF(a);
+            failed = 1;
+            break;
+        }
+        fresh[fi] += ((Announcer *)a)->received;
+        Py_DECREF(a);
+    }
+    if (failed) {
+        PyObject *type, *value, *tb;
+        PyErr_Fetch(&type, &value, &tb);
+        if (add_to(peer, "received", fresh, nf) < 0 || add_to(peer, "best", fresh, nf) < 0) {
+            Py_XDECREF(type);
+            Py_XDECREF(value);
+            Py_XDECREF(tb);
+            return NULL;
+        }
+        PyErr_Restore(type, value, tb);
+        return NULL;
+    }
+    if (add_to(peer, "received", fresh, nf) < 0 || add_to(peer, "best", fresh, nf) < 0) {
+        Py_XDECREF(yielded_run);
+        Py_XDECREF(yielded_key);
+        return NULL;
+    }
+    if (yielded_run == NULL)
+        return Py_BuildValue("(nOO)", i, Py_None, Py_None);
+    PyObject *out = Py_BuildValue("(nOO)", i, yielded_run, yielded_key);
+    Py_DECREF(yielded_run);
+    Py_DECREF(yielded_key);
+    return out;
+}
+
 static PyMethodDef methods[] = {
     {"setup", py_setup, METH_VARARGS, "setup(path_type, best_change_type, only_path_reason, lo_entries, lo_bits)"},
     {"announcer", py_announcer, METH_VARARGS, "announcer(buckets, path, peer, family, changes, keys) -> iterator"},
@@ -972,6 +1138,8 @@ static PyMethodDef methods[] = {
     {"dumps2", py_dumps2, METH_O, "dumps2(value) -> marshal.dumps(value, 2)"},
     {"announce", (PyCFunction)(void (*)(void))py_announce, METH_FASTCALL,
      "announce(rib, peer, attrs, buckets, family, changes, keys) -> announcer of intern(rib, peer, attrs)"},
+    {"run", (PyCFunction)(void (*)(void))py_run, METH_FASTCALL,
+     "run(rib, peer, updates, start, changes, families, buckets) -> (i, announcer or None, key or None)"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -28,6 +28,7 @@ from orchestrator.rib.attrs import AS_SEQUENCE, Attributes, Origin
 from orchestrator.rib.decide import DecisionOptions, Reason
 from orchestrator.rib.prefix import Family, key_from_parts
 from orchestrator.rib.table import DISCARD, LO_BITS, BestChange, Path, PeerInfo, Rib
+from speakers.events import Update
 from tests.leaks import growth
 
 try:
@@ -48,14 +49,15 @@ def _c_announcer() -> Callable[..., Any]:
 def announcer(fn: Callable[..., Any] | None) -> Iterator[None]:
     """The RIB with the C loop and the C intern (``fn`` given, which must be ``_c_announcer()``), or
     neither (None: the Python reference)."""
-    saved = table._c_announce
+    saved = table._c_announce, table._c_run
     if fn is not None:
         _c_intern()
     table._c_announce = None if fn is None else _fastrib.announce
+    table._c_run = None if fn is None else _fastrib.run
     try:
         yield
     finally:
-        table._c_announce = saved
+        table._c_announce, table._c_run = saved
 
 
 def _c_intern() -> Callable[..., Any]:
@@ -248,31 +250,41 @@ _updates = st.lists(
 )
 
 
-def _events(runs: list[tuple[int, list[tuple[Any, ...]]]]) -> list[tuple[str, list[table._One]]]:
+def _events(runs: list[tuple[int, list[tuple[Any, ...]]]], slots: bool) -> list[tuple[str, list[Any]]]:
+    """Each run as ``speakers.events.Update`` (slots: what the daemon hands the RIB, read by the C
+    through the slot offsets) or as ``Rib.update``'s ``_One`` (a named tuple: getattr)."""
     out = []
     for p, items in runs:
-        evs = []
+        evs: list[Any] = []
         for family, a, ann, wd in items:
             keys = V4 if family is Family.IPV4 else V6
-            evs.append(table._One(family, ATTRS[a], [keys[i % len(keys)] for i in ann],
-                                  [keys[i % len(keys)] for i in wd]))  # fmt: skip
+            fields = (family, ATTRS[a], [keys[i % len(keys)] for i in ann], [keys[i % len(keys)] for i in wd])
+            evs.append(Update(PEERS[p].name, *fields) if slots else table._One(*fields))
         out.append((PEERS[p].name, evs))
     return out
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
-    st.lists(st.tuples(st.integers(0, 3), _updates), max_size=8), st.booleans(), st.booleans(), st.booleans()
+    st.lists(st.tuples(st.integers(0, 3), _updates), max_size=8),
+    st.booleans(),
+    st.booleans(),
+    st.booleans(),
+    st.booleans(),
+    st.booleans(),
 )
 def test_update_many_is_update_in_order(
-    runs: list[tuple[int, list[tuple[Any, ...]]]], record: bool, acm: bool, c: bool
+    runs: list[tuple[int, list[tuple[Any, ...]]]], record: bool, acm: bool, c: bool, listen: bool, slots: bool
 ) -> None:
+    """With the C accelerator and no ``on_update``, ``update_many`` goes through a run in C
+    (``_fastrib.run``) and hands UPDATEs with withdrawals, and keys needing a decision, to Python."""
     fast = _c_announcer() if c and _fastrib is not None else None
     ref, acc = _rib(acm), _rib(acm)
     seen: list[list[Any]] = [[], []]
-    ref.on_update = lambda *args: seen[0].append(args)
-    acc.on_update = lambda *args: seen[1].append(args)
-    for peer, evs in _events(runs):
+    if listen:
+        ref.on_update = lambda *args: seen[0].append(args)
+        acc.on_update = lambda *args: seen[1].append(args)
+    for peer, evs in _events(runs, slots):
         want: list[BestChange] = [] if record else DISCARD
         got: list[BestChange] = [] if record else DISCARD
         with announcer(None):
@@ -294,6 +306,12 @@ def test_update_many_raises_as_update() -> None:
     assert rib.peer_counts("p0", Family.IPV4) == (1, 1)  # the items before it are applied
     with pytest.raises(KeyError):
         rib.update_many("nobody", [good])
+    # a bad key: raised by the Python loop body the C run hands it to, after the good ones before it
+    worse = table._One(Family.IPV4, ATTRS[1], [V4[2], V4[3], "ten", V4[6]], [])
+    with pytest.raises(TypeError):
+        rib.update_many("p0", [worse, good])
+    assert rib.peer_counts("p0", Family.IPV4) == (3, 3)
+    assert rib.best(Family.IPV4, V4[3]) is not None and rib.best(Family.IPV4, V4[6]) is None
 
 
 # --- the C intern and its marshal writer ---------------------------------------------------------
