@@ -1060,7 +1060,11 @@ static PyObject *py_run(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         i = 0;
     for (; i < PySequence_Fast_GET_SIZE(updates); i++) {
         PyObject *f[4]; /* family, attrs, announce, withdraw */
-        if (update_fields(PySequence_Fast_GET_ITEM(updates, i), f) < 0) {
+        PyObject *u = PySequence_Fast_GET_ITEM(updates, i);
+        Py_INCREF(u); /* held while a getattr may run Python code */
+        int got = update_fields(u, f);
+        Py_DECREF(u);
+        if (got < 0) {
             failed = 1;
             break;
         }
