@@ -118,6 +118,9 @@ class PeerConfig:
     port: int = 179
     description: str = ""
     template: str | None = None
+    allow_own_as: bool = False
+    """Keep paths whose AS_PATH holds our AS (BIRD's ``allow local as``); by default they are AS
+    loops, applied as withdrawals (RFC 4271 9.1.2)."""
     table: int | None = None
     """The peer's own kernel table (fib.per_upstream_tables): its accepted routes, not just best paths.
     None: no table of its own."""
@@ -662,6 +665,7 @@ _PEER_CONVERTERS: Final[Mapping[str, _Converter[object]]] = {
     "port": _int(1, 65535),
     "description": _text,
     "template": _name,
+    "allow_own_as": _bool,
     "table": _fib_table,
 }
 _NOT_IN_TEMPLATE: Final = ("name", "neighbor", "template", "table")
@@ -827,6 +831,7 @@ def _load_peer(
         port=sec.get("port", _int(1, 65535), d.port),
         description=sec.get("description", _text, d.description),
         template=sec.opt("template", _name),
+        allow_own_as=sec.get("allow_own_as", _bool, d.allow_own_as),
         table=sec.opt("table", _fib_table),
         policy=_load_policy(ctx, path, merged, kind, origins)
         if any(k in merged for k in _POLICY_KEYS)

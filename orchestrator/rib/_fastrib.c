@@ -485,8 +485,8 @@ static PyObject *py_announce(PyObject *self, PyObject *const *args, Py_ssize_t n
         return NULL;
     }
     PyObject *path = intern_path(args[0], args[1], args[2]);
-    if (path == NULL)
-        return NULL;
+    if (path == NULL || path == Py_None) /* None: an AS loop, the caller withdraws */
+        return path;
     PyObject *run = make_announcer(args[3], path, args[1], args[4], args[5], args[6]);
     Py_DECREF(path);
     return run;
@@ -679,7 +679,7 @@ static PyObject *py_dumps2(PyObject *self, PyObject *v)
 
 static PyTypeObject *g_peer_type, *g_attrs_type;
 static Py_ssize_t g_blob_off, g_rank_off;
-static Py_ssize_t g_cache_off, g_sweep_off, g_ebgp_off, g_base_off, g_lp_off;
+static Py_ssize_t g_cache_off, g_sweep_off, g_ebgp_off, g_base_off, g_lp_off, g_loop_off;
 enum { A_NH, A_ORIGIN, A_PATH, A_MED, A_LP, A_COMM, A_LCOMM, A_ATOMIC, A_AGGR, A_OTHER, A_N };
 static const char *const g_attr_names[A_N] = {
     "next_hop", "origin", "as_path", "med", "local_pref", "communities", "large_communities",
@@ -833,6 +833,51 @@ static int sweep(PyObject *peer, PyObject *cache)
     return 0;
 }
 
+/* ``Rib._looped``: 1 when the AS_PATH holds the peer's ``loop_as`` (>= 0), 0 when not, -1 with an
+ * exception. The plain shape (a tuple of (type, tuple of ints) segments) is read here; anything else
+ * asks the Python method. */
+static int looped(PyObject *rib, PyObject *peer, PyObject *attrs)
+{
+    PyObject *loop_as = SLOT(peer, g_loop_off), *as_path = SLOT(attrs, g_attr_off[A_PATH]);
+    if (loop_as == NULL || !PyLong_CheckExact(loop_as) || as_path == NULL || !PyTuple_CheckExact(as_path))
+        goto ask;
+    int overflow = 0;
+    long long asn = PyLong_AsLongLongAndOverflow(loop_as, &overflow);
+    if (overflow || (asn == -1 && PyErr_Occurred())) {
+        PyErr_Clear();
+        goto ask;
+    }
+    if (asn < 0)
+        return 0;
+    for (Py_ssize_t s = 0; s < PyTuple_GET_SIZE(as_path); s++) {
+        PyObject *seg = PyTuple_GET_ITEM(as_path, s);
+        if (!PyTuple_CheckExact(seg) || PyTuple_GET_SIZE(seg) != 2 || !PyTuple_CheckExact(PyTuple_GET_ITEM(seg, 1)))
+            goto ask;
+        PyObject *asns = PyTuple_GET_ITEM(seg, 1);
+        for (Py_ssize_t k = 0; k < PyTuple_GET_SIZE(asns); k++) {
+            PyObject *a = PyTuple_GET_ITEM(asns, k);
+            if (!PyLong_CheckExact(a))
+                goto ask;
+            long long v = PyLong_AsLongLongAndOverflow(a, &overflow);
+            if (v == -1 && PyErr_Occurred()) {
+                PyErr_Clear();
+                goto ask;
+            }
+            if (!overflow && v == asn)
+                return 1;
+        }
+    }
+    return 0;
+ask:;
+    PyObject *r = PyObject_CallMethod(rib, "_looped", "OO", peer, attrs);
+    if (r == NULL)
+        return -1;
+    int truth = PyObject_IsTrue(r);
+    Py_DECREF(r);
+    return truth;
+}
+
+/* ``Rib._intern``: the peer's Path for ``attrs``, or None (a new reference) for an AS loop. */
 static PyObject *intern_path(PyObject *rib, PyObject *peer, PyObject *attrs)
 {
     if (g_attrs_type == NULL || Py_TYPE(attrs) != g_attrs_type || Py_TYPE(peer) != g_peer_type)
@@ -873,6 +918,13 @@ static PyObject *intern_path(PyObject *rib, PyObject *peer, PyObject *attrs)
     if (PyErr_Occurred()) {
         Py_DECREF(blob);
         return NULL;
+    }
+    int loop = looped(rib, peer, attrs);
+    if (loop != 0) {
+        Py_DECREF(blob);
+        if (loop < 0)
+            return NULL;
+        Py_RETURN_NONE;
     }
     PyObject *rank = fast_rank(rib, peer, attrs);
     if (rank == NULL) {
@@ -932,14 +984,15 @@ static PyObject *py_setup_intern(PyObject *self, PyObject *args)
     if (!PyArg_ParseTuple(args, "O!O!O!|n", &PyType_Type, &path_type, &PyType_Type, &peer_type, &PyType_Type,
                           &attrs_type, &sweep_min))
         return NULL;
-    Py_ssize_t off[A_N], blob_off, rank_off, cache_off, sweep_off, ebgp_off, base_off, lp_off;
+    Py_ssize_t off[A_N], blob_off, rank_off, cache_off, sweep_off, ebgp_off, base_off, lp_off, loop_off;
     for (int k = 0; k < A_N; k++)
         if (slot_offset(attrs_type, g_attr_names[k], &off[k]) < 0)
             return NULL;
     if (slot_offset(path_type, "blob", &blob_off) < 0
         || slot_offset(path_type, "rank", &rank_off) < 0 || slot_offset(peer_type, "cache", &cache_off) < 0
         || slot_offset(peer_type, "sweep_at", &sweep_off) < 0 || slot_offset(peer_type, "ebgp", &ebgp_off) < 0
-        || slot_offset(peer_type, "rank_base", &base_off) < 0 || slot_offset(peer_type, "lp_rank", &lp_off) < 0)
+        || slot_offset(peer_type, "rank_base", &base_off) < 0 || slot_offset(peer_type, "lp_rank", &lp_off) < 0
+        || slot_offset(peer_type, "loop_as", &loop_off) < 0)
         return NULL;
     if (g_path_type != NULL && g_path_type != path_type) {
         PyErr_SetString(PyExc_ValueError, "setup_intern: not the Path type given to setup()");
@@ -960,6 +1013,7 @@ static PyObject *py_setup_intern(PyObject *self, PyObject *args)
     g_ebgp_off = ebgp_off;
     g_base_off = base_off;
     g_lp_off = lp_off;
+    g_loop_off = loop_off;
     Py_INCREF(peer_type);
     Py_XSETREF(g_peer_type, peer_type);
     Py_INCREF(attrs_type);
@@ -1086,6 +1140,12 @@ static PyObject *py_run(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
             continue;
         }
         PyObject *path = intern_path(rib, peer, attrs);
+        if (path == Py_None) { /* an AS loop: the Python loop applies it as withdrawals */
+            Py_DECREF(path);
+            for (int k = 0; k < 4; k++)
+                Py_DECREF(f[k]);
+            break;
+        }
         PyObject *a = path == NULL ? NULL : make_announcer(bucket_dict, path, peer, family, changes, announce);
         Py_XDECREF(path);
         for (int k = 0; k < 4; k++)

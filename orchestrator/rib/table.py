@@ -29,6 +29,10 @@ doubled since its last sweep (amortised O(1) per new attribute set) and wholesal
 The test "no longer referenced" is ``sys.getrefcount``: a ``Path`` held only by the cache is
 garbage; one held by a table entry or by a caller (an unconsumed ``BestChange``) stays.
 
+AS loops (RFC 4271 9.1.2): an attribute set whose AS_PATH holds the peer's local AS is not interned
+and the UPDATE's announcements are applied as withdrawals of those prefixes from that peer (as
+BIRD does), unless the peer has ``allow_own_as``. Checked once per new attribute set, at intern.
+
 Counters: per peer and family, paths received and paths that are best, kept up to date on every
 change (O(1)); family totals are their sums.
 
@@ -81,7 +85,7 @@ from itertools import chain as _chain
 from marshal import dumps as _dumps
 from marshal import loads as _loads
 from operator import attrgetter
-from typing import Any, Final, NamedTuple, Protocol
+from typing import Any, Final, NamedTuple, Protocol, cast
 
 from orchestrator.accelerators import load
 from orchestrator.rib.attrs import AS_SEQUENCE, Attributes, Origin
@@ -125,6 +129,9 @@ class PeerInfo:
     router_id: str = "0.0.0.0"
     local_pref: int = 100
     """LOCAL_PREF for paths without one; for eBGP peers for all paths (RFC 4271 5.1.5)."""
+    allow_own_as: bool = False
+    """Keep paths whose AS_PATH holds ``local_as`` (BIRD's ``allow local as``); by default such a
+    path is an AS loop and is treated as a withdrawal (RFC 4271 9.1.2)."""
 
     @property
     def ebgp(self) -> bool:
@@ -133,14 +140,15 @@ class PeerInfo:
 
 class _Peer:
     __slots__ = (
-        "addr_ord", "best", "cache", "ebgp", "index", "info", "lp_rank", "rank_base", "received", "rid",
-        "sweep_at",
+        "addr_ord", "best", "cache", "ebgp", "index", "info", "loop_as", "lp_rank", "rank_base", "received",
+        "rid", "sweep_at",
     )  # fmt: skip
 
     def __init__(self, info: PeerInfo, index: int) -> None:
         self.info = info
         self.index = index
         self.ebgp = info.ebgp
+        self.loop_as = -1 if info.allow_own_as else info.local_as  # an AS_PATH holding it: a loop
         self.rid = router_id_int(info.router_id)
         self.addr_ord = 0
         self.cache: dict[bytes, Path] = {}  # encode_attrs(attrs) -> Path
@@ -381,6 +389,7 @@ class Rib:
             local_as=peer.info.local_as,
             router_id=router_id,
             local_pref=peer.info.local_pref,
+            allow_own_as=peer.info.allow_own_as,
         )
         peer.refresh_rank()
         for path in peer.cache.values():
@@ -524,14 +533,24 @@ class Rib:
 
     # -- interning -----------------------------------------------------------------------------
 
-    def _intern(self, peer: _Peer, attrs: Attributes) -> Path:
+    def _intern(self, peer: _Peer, attrs: Attributes) -> Path | None:
+        """The peer's ``Path`` for ``attrs`` (one per attribute set); None when the AS_PATH holds
+        the peer's ``loop_as``: an AS loop, never interned (the caller withdraws its prefixes)."""
         blob = encode_attrs(attrs)
         path = peer.cache.get(blob)
         if path is None:
+            if peer.loop_as >= 0 and self._looped(peer, attrs):
+                return None
             path = peer.cache[blob] = Path(peer, blob, self._rank(peer, attrs))
             if len(peer.cache) >= peer.sweep_at:
                 self._sweep_peer(peer)
         return path
+
+    @staticmethod
+    def _looped(peer: _Peer, attrs: Attributes) -> bool:
+        """RFC 4271 9.1.2: a path whose AS_PATH (any segment) holds our AS is a loop."""
+        loop_as = peer.loop_as
+        return any(loop_as in asns for _, asns in attrs.as_path)
 
     def _rank(self, peer: _Peer, attrs: Attributes) -> int:
         """``rank_of`` inlined (once per new attribute set, so per UPDATE on a table load); the
@@ -650,10 +669,18 @@ class Rib:
                 # (see _fastrib.c) as it goes and yields the others, in order, to the loop body.
                 if announce_c is not None:
                     run = announce_c(self, ps, attrs, buckets, family, rec, announce)
+                    looped = run is None
+                else:
+                    interned = self._intern(ps, attrs)
+                    looped = interned is None
+                if looped:  # an AS loop: a withdrawal of these prefixes from this peer (RFC 4271 9.1.2)
+                    self._withdraw(ps, fi, family, buckets, announce, changes)
+                    continue
+                if run is not None:
                     path = run.path
                     keys = run
                 else:
-                    path = self._intern(ps, attrs)
+                    path = cast(Path, interned)
                     keys = announce
             rank = path.rank
             get = buckets.get

@@ -153,6 +153,7 @@ hold_time = 0
         ('families = ["ipv6 unicast", "ipv4"]', "families", (Family.IPV6, Family.IPV4)),
         ('speaker = "native"', "speaker", SpeakerKind.NATIVE),
         ("passive = true", "passive", True),
+        ("allow_own_as = true", "allow_own_as", True),
         ("port = 1179", "port", 1179),
         ('password = "s3cret"', "password", "s3cret"),
         ('description = "AS65001 in FRA"', "description", "AS65001 in FRA"),

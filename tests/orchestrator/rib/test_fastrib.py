@@ -85,6 +85,7 @@ ATTRS = [
         ((3, 4, 5), None, 50),
         ((1,), 9, None),
         ((7, 8), 0, 100),
+        ((3, 65000, 9), None, None),  # our AS (the PEERS' local_as): an AS loop, applied as a withdrawal
     ]
 ]
 NETS = (0x0A000000, 0x0A000100, 0x0A010000, 0xC6336400, 0x0A0007F0)

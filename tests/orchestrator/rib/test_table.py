@@ -347,3 +347,40 @@ def test_generated_table() -> None:
     assert len(changes) > 0
     assert all(c.new is not None and c.new.peer == "peer1" for c in changes)
     assert rib.counts()["peers"]["peer1"]["ipv4"] == {"received": prefixes, "best": prefixes}
+
+
+def test_a_path_holding_our_as_is_a_loop_applied_as_a_withdrawal() -> None:
+    """RFC 4271 9.1.2, as BIRD does: the UPDATE's prefixes are withdrawn from that peer; the path is
+    never interned; ``allow_own_as`` keeps it. Also through ``update_many`` (the daemon's runs)."""
+    from dataclasses import replace
+
+    from orchestrator.rib.attrs import AS_SET
+    from orchestrator.rib.table import BestChange
+
+    a, b, c = k("10.1.0.0/24"), k("10.2.0.0/24"), k("10.3.0.0/24")
+    rib = rib_with(peer(1), replace(peer(2), allow_own_as=True))
+    rib.update("p1", V4, attrs(65101, 7), [a, b], ())
+    looped = attrs(65101, LOCAL_AS, 7)
+    changes = rib.update("p1", V4, looped, [a, c], ())
+    assert rib.best(V4, a) is None and rib.best(V4, c) is None and rib.best(V4, b) is not None
+    assert [(ch.key, ch.new) for ch in changes] == [(a, None)]
+    assert rib.peer_counts("p1", V4) == (1, 1)
+    in_a_set = Attributes(next_hop="192.0.2.1", as_path=((AS_SEQUENCE, (65101,)), (AS_SET, (9, LOCAL_AS))))
+    run = [
+        rib_update(V4, attrs(65101, 8), [c]),
+        rib_update(V4, in_a_set, [b, c]),
+        rib_update(V4, attrs(65101, 9), [a]),
+    ]
+    got: list[BestChange] = []
+    rib.update_many("p1", run, got)
+    assert [(ch.key, ch.new is None) for ch in got] == [(c, False), (b, True), (c, True), (a, False)]
+    assert rib.peer_counts("p1", V4) == (1, 1)
+    rib.update("p2", V4, looped, [c], ())  # allow_own_as
+    best = rib.best(V4, c)
+    assert best is not None and best.peer == "p2" and best.attrs.as_path == looped.as_path
+
+
+def rib_update(family: Family, a: Attributes, announce: list[int]) -> object:
+    from speakers.events import Update
+
+    return Update("p1", family, a, announce, [])
