@@ -521,7 +521,9 @@ async def _run_native_child(workdir: Path, ipv4: int, ipv6: int, seed: int, peer
         if time.monotonic() > deadline:
             raise SystemExit("peerctl-native: no End-of-RIB")
         await asyncio.sleep(POLL_S)
-    t_end = time.monotonic()
+    # When the last End-of-RIB was applied, as the daemon records it (its start, established_at, is
+    # exact too; BIRD's start and end are both polled, so their poll delays cancel on average).
+    t_end = max(st.end_of_rib_at[f] for st in statuses for f in families)
     cpu1 = resource.getrusage(resource.RUSAGE_SELF)
     rss1 = _vm_rss_mb()
     counts = daemon.rib.counts()

@@ -236,6 +236,7 @@ class Daemon:
                 address=peer.neighbor,
                 local_as=self.config.local.asn,
                 local_pref=peer.local_pref,
+                allow_own_as=peer.allow_own_as,
             )
         )
         self.status[peer.name] = PeerStatus(state="connect", since=time.monotonic())
@@ -440,6 +441,7 @@ class Daemon:
                 status.since = status.established_at = time.monotonic()
                 status.router_id = event.router_id
                 status.end_of_rib.clear()
+                status.end_of_rib_at.clear()
                 changes.extend(self.rib.peer_up(event.peer, event.router_id))
                 if (policy := self.imports.peers.get(event.peer)) is not None:
                     policy.down = False
@@ -467,7 +469,10 @@ class Daemon:
                 self.log.info("peer_down", peer=event.peer, reason=event.reason.value, detail=event.detail)
             case EndOfRib():
                 status.end_of_rib.add(event.family)
-                self.log.info("end_of_rib", peer=event.peer, afi_safi=event.family.value)
+                status.end_of_rib_at.setdefault(event.family, time.monotonic())  # the first one counts
+                load_s = status.table_load_s(event.family)
+                self.log.info("end_of_rib", peer=event.peer, afi_safi=event.family.value,
+                              table_load_s=None if load_s is None else round(load_s, 3))  # fmt: skip
                 if self.fib is not None and not self._fib_swept and self.tables_complete():
                     # Graceful restart of peerctl: kernel routes adopted at start stay until every
                     # peer has sent End-of-RIB; now those the RIB did not confirm go.

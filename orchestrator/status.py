@@ -17,6 +17,7 @@ class PeerStatus:
     router_id: str = "0.0.0.0"
     last_error: str = ""
     end_of_rib: set[Family] = field(default_factory=set)
+    end_of_rib_at: dict[Family, float] = field(default_factory=dict)  # monotonic, this session
     updates: int = 0  # Update events received
     announced: int = 0  # prefixes announced (before policy)
     withdrawn: int = 0
@@ -26,3 +27,8 @@ class PeerStatus:
 
     def uptime(self, now: float) -> float:
         return now - self.established_at if self.established_at is not None else 0.0
+
+    def table_load_s(self, family: Family) -> float | None:
+        """Seconds from Established to the family's End-of-RIB (the initial table), None before."""
+        at = self.end_of_rib_at.get(family)
+        return None if at is None or self.established_at is None else at - self.established_at

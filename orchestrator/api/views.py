@@ -112,6 +112,7 @@ def peer_json(daemon: Daemon, peer: PeerConfig, now: float) -> dict[str, Any]:
     families: dict[str, Any] = {}
     for family in peer.families:
         c = counts.get(family.short, {})
+        load_s = st.table_load_s(family) if st is not None else None
         accepted = c.get("received", 0)
         filtered = daemon.imports.filtered_count(peer.name, family)
         families[family.short] = {
@@ -120,6 +121,8 @@ def peer_json(daemon: Daemon, peer: PeerConfig, now: float) -> dict[str, Any]:
             "filtered": filtered,
             "best": c.get("best", 0),
             "end_of_rib": st is not None and family in st.end_of_rib,
+            # seconds from Established to this family's End-of-RIB (the initial table), null before
+            "table_load_s": None if load_s is None else round(load_s, 3),
         }
     return {
         "name": peer.name,
