@@ -657,7 +657,21 @@ class Rib:
                 attrs = u.attrs
                 announce = u.announce
                 withdraw = u.withdraw
-                if on_update is not None:
+                interned = None
+                if announce and attrs is not None:
+                    # With the C accelerator, ``run`` applies the announcements that need no decision
+                    # (see _fastrib.c) as it goes, once iterated, and yields the others, in order, to
+                    # the loop body. None (either way): the attribute set is an AS loop.
+                    if announce_c is not None:
+                        run = announce_c(self, ps, attrs, buckets, family, rec, announce)
+                        looped = run is None
+                    else:
+                        interned = self._intern(ps, attrs)
+                        looped = interned is None
+                    if looped:  # RFC 4271 9.1.2: withdrawals of these prefixes from this peer
+                        withdraw = [*withdraw, *announce]
+                        announce = ()
+                if on_update is not None:  # (an AS loop reaches it as the withdrawals it is)
                     on_update(peer, family, attrs, announce, withdraw)
                 if withdraw:
                     self._withdraw(ps, fi, family, buckets, withdraw, changes)
@@ -665,17 +679,6 @@ class Rib:
                     continue
                 if attrs is None:
                     raise ValueError("announcements need attributes")
-                # With the C accelerator, ``run`` applies the announcements that need no decision
-                # (see _fastrib.c) as it goes and yields the others, in order, to the loop body.
-                if announce_c is not None:
-                    run = announce_c(self, ps, attrs, buckets, family, rec, announce)
-                    looped = run is None
-                else:
-                    interned = self._intern(ps, attrs)
-                    looped = interned is None
-                if looped:  # an AS loop: a withdrawal of these prefixes from this peer (RFC 4271 9.1.2)
-                    self._withdraw(ps, fi, family, buckets, announce, changes)
-                    continue
                 if run is not None:
                     path = run.path
                     keys = run

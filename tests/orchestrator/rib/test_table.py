@@ -378,6 +378,11 @@ def test_a_path_holding_our_as_is_a_loop_applied_as_a_withdrawal() -> None:
     rib.update("p2", V4, looped, [c], ())  # allow_own_as
     best = rib.best(V4, c)
     assert best is not None and best.peer == "p2" and best.attrs.as_path == looped.as_path
+    seen: list[tuple[object, ...]] = []
+    rib.on_update = lambda *args: seen.append(args)  # (per-upstream FIB tables): the loop as withdrawals
+    rib.update("p1", V4, looped, [a], [b])
+    assert [(p, list(ann), list(wd)) for p, _, _, ann, wd in seen] == [("p1", [], [b, a])]
+    assert rib.best(V4, a) is None and rib.best(V4, b) is None
 
 
 def rib_update(family: Family, a: Attributes, announce: list[int]) -> object:
