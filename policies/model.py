@@ -406,14 +406,12 @@ _Program = tuple[_Loop | None, tuple[Attributes, ...], tuple[Any, ...], "int | N
 _Skeleton = tuple[tuple[int, ...], _Loop | None, tuple[Any, ...], "tuple[bool, str] | None", bool]
 
 _Gates = tuple[tuple[int, Callable[[Attributes], bool]], ...]  # (statement index, bound test)
-# Bound gates of one peer: (ctx, every gate, the leading gates in C or None, the gates after those).
-_Bound = tuple[PeerContext, _Gates, "Callable[[Any], int | None] | None", _Gates]
 # Per fired gate of the simple plan: (skeleton or None = slow path, the accepting step's bound action:
 # None = the set itself (the default accepts), ``_MANY`` = several accepting steps; reads origin?).
 _Entry = tuple["_Skeleton | None", Any, bool]
-# The simple plan bound to one peer and family (``ImportChain._fast``): (ctx, v4, every gate, the
-# leading gates in C or None, the gates after those, entries by fired gate index, -1 = none fired).
-_Fast = tuple[PeerContext, bool, _Gates, "Callable[[Any], int | None] | None", _Gates, dict[int, _Entry]]
+# The simple plan bound to one peer and family: (ctx, v4, every gate, the leading gates in C or None,
+# the gates after those, entries by fired gate index, -1 = none fired).
+_Bound = tuple[PeerContext, bool, _Gates, "Callable[[Any], int | None] | None", _Gates, dict[int, _Entry]]
 
 _CALL: Final = "call"  # shape marker: a predicate without an Inline, called per prefix
 _GATES: Final = "gates"  # run markers of ImportChain._group_runs
@@ -546,11 +544,12 @@ class ImportChain:
         # chain) has a signature fixed by which gate fires: ``_simple`` lists (gate index, match)
         # in order, and the signature per fired gate (or none: -1) is precomputed.
         self._simple = self._simple_plan()
-        # Bound gates of the simple plan per (id(ctx), v4), see _Bound.
+        # The simple plan bound per (id(ctx), v4), see _Bound; its entries stay with it, so a
+        # dual-stack peer's sets alternating families keep both families' entries.
         self._gates: dict[tuple[int, bool], _Bound] = {}
-        # The simple plan for the last (ctx, family) seen: one peer per chain is the intended use, so
-        # a set's compile usually starts with two identity checks instead of dict lookups.
-        self._fast: _Fast | None = None
+        # The last of those used: one peer per chain is the intended use, so a set's compile
+        # usually starts with two identity checks instead of a dict lookup.
+        self._fast: _Bound | None = None
         # Bound actions per (statement index, id(ctx)): (ctx, the statement's actions composed).
         self._bound: dict[tuple[int, int], tuple[PeerContext, Callable[[Attributes], Attributes]]] = {}
         self._keypreds: dict[tuple[int, bool], bool | KeyPredicate] = {}
@@ -764,17 +763,18 @@ class ImportChain:
         if len(self._gates) >= 256:
             self._gates.clear()
         rest = tuple(gates[len(natives):]) if fused is not None else tuple(gates)
-        bound = self._gates[id(ctx), family is _V4] = (ctx, tuple(gates), fused, rest)
+        v4 = family is _V4
+        bound = self._gates[id(ctx), v4] = (ctx, v4, tuple(gates), fused, rest, {})
         return bound
 
-    def _bind_fast(self, ctx: PeerContext, family: Family) -> _Fast:
+    def _bind_fast(self, ctx: PeerContext, family: Family) -> _Bound:
         bound = self._gates.get((id(ctx), family is _V4))
         if bound is None or bound[0] is not ctx:
             bound = self._bind_gates(ctx, family)
-        fast = self._fast = (ctx, family is _V4, bound[1], bound[2], bound[3], {})
-        return fast
+        self._fast = bound
+        return bound
 
-    def _simple_entry(self, fast: _Fast, fired: int, ctx: PeerContext, family: Family,
+    def _simple_entry(self, fast: _Bound, fired: int, ctx: PeerContext, family: Family,
                       attrs: Attributes) -> _Entry:
         """The skeleton of the simple plan when gate ``fired`` fires (-1: none), with its output's
         bound action, for ``fast``'s peer and family."""
@@ -879,7 +879,7 @@ class ImportChain:
 
     def program(self, ctx: PeerContext, family: Family, attrs: Attributes) -> _Program | None:
         """The program for ``attrs`` (cached per set), or None: the slow path. ``evaluate_update``
-        inlines this; keep the two in step."""
+        inlines its cache hit and calls this on a miss."""
         ck = (id(attrs), family is _V4)  # an Enum's __hash__ is Python code: avoid it here
         hit = self._cache.get(ck)
         if hit is not None and hit[0] is attrs and hit[1] is ctx:
@@ -900,17 +900,13 @@ class ImportChain:
         Pure: no side effects beyond the caches.
         """
         result = UpdateResult()
-        # ``program`` inlined (this runs once per UPDATE: each Python call saved is ~0.1 µs).
-        ck = (id(attrs), family is _V4)
-        cache = self._cache
-        hit = cache.get(ck)
+        # ``program``'s cache hit inlined (this runs once per UPDATE: each Python call saved is ~0.1 µs;
+        # a miss compiles, which costs far more than the call).
+        hit = self._cache.get((id(attrs), family is _V4))
         if hit is not None and hit[0] is attrs and hit[1] is ctx:
             prog = hit[2]
         else:
-            prog = self._compile(ctx, family, attrs)
-            if len(cache) >= self.CACHE_SIZE:
-                cache.clear()
-            cache[ck] = (attrs, ctx, prog)
+            prog = self.program(ctx, family, attrs)
         if prog is None:
             self._slow(ctx, family, attrs, keys, result)
         else:
@@ -938,16 +934,13 @@ class ImportChain:
                 accepted = result.accepted
                 n = len(accepted[0][1]) if len(accepted) == 1 else result.accepted_count if accepted else 0
                 if count + n > limit:
-                    self._apply_limit(family, count, result)
+                    self._apply_limit(family, limit, count, result)
         return result
 
     @staticmethod
     def _group(outs: tuple[Attributes, ...], groups: list[list[int]], result: UpdateResult) -> None:
-        if len(groups) == 1:  # the common shape: one accepting step
-            if groups[0]:
-                result.accepted.append((outs[0], groups[0]))
-            return
-        # Steps yield distinct objects unless an action returned its input: merge by identity only.
+        """The keys of several accepting steps (one step is inlined in ``evaluate_update``).
+        Steps yield distinct objects unless an action returned its input: merge by identity only."""
         by_id: dict[int, tuple[Attributes, list[int]]] = {}
         for i, ks in enumerate(groups):
             if ks:
@@ -969,15 +962,12 @@ class ImportChain:
                 result.rejected.append((key, d.rule))
         result.accepted.extend(groups.items())
 
-    def _apply_limit(self, family: Family, count: int, result: UpdateResult) -> None:
-        assert self.max_prefix is not None
-        limit = self.max_prefix.limit(family)
-        if limit is None:
-            return
-        total = count + result.accepted_count
-        if total <= limit:
-            return
+    def _apply_limit(self, family: Family, limit: int, count: int, result: UpdateResult) -> None:
+        """``count`` held plus ``result``'s accepted prefixes exceed ``limit``: signal, and keep or
+        drop per the max-prefix action."""
         mp = self.max_prefix
+        assert mp is not None
+        total = count + result.accepted_count
         result.limit = LimitSignal(family, limit, total, mp.action, mp.restart_after)
         if mp.action is LimitAction.WARN:
             return
