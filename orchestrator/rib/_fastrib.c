@@ -1155,42 +1155,34 @@ static PyObject *py_run(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
             break;
         }
         PyObject *key = announcer_next((Announcer *)a);
-        if (key != NULL) {
+        if (key != NULL) { /* its received so far is the Python loop's to add, with the rest */
             yielded_run = a;
             yielded_key = key;
             break;
         }
+        fresh[fi] += ((Announcer *)a)->received; /* done, or raised half-way: what it applied */
+        Py_DECREF(a);
         if (PyErr_Occurred()) {
-            fresh[fi] += ((Announcer *)a)->received;
-            Py_DECREF(a);
             failed = 1;
             break;
         }
-        fresh[fi] += ((Announcer *)a)->received;
-        Py_DECREF(a);
     }
-    if (failed) {
-        PyObject *type, *value, *tb;
-        PyErr_Fetch(&type, &value, &tb);
-        if (add_to(peer, "received", fresh, nf) < 0 || add_to(peer, "best", fresh, nf) < 0) {
-            Py_XDECREF(type);
-            Py_XDECREF(value);
-            Py_XDECREF(tb);
-            return NULL;
-        }
+    /* The counters, also when raising (the exception raised stays the one set) */
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    int counted = add_to(peer, "received", fresh, nf) == 0 && add_to(peer, "best", fresh, nf) == 0;
+    if (counted && type != NULL)
         PyErr_Restore(type, value, tb);
-        return NULL;
+    else {
+        Py_XDECREF(type);
+        Py_XDECREF(value);
+        Py_XDECREF(tb);
     }
-    if (add_to(peer, "received", fresh, nf) < 0 || add_to(peer, "best", fresh, nf) < 0) {
-        Py_XDECREF(yielded_run);
-        Py_XDECREF(yielded_key);
-        return NULL;
-    }
-    if (yielded_run == NULL)
-        return Py_BuildValue("(nOO)", i, Py_None, Py_None);
-    PyObject *out = Py_BuildValue("(nOO)", i, yielded_run, yielded_key);
-    Py_DECREF(yielded_run);
-    Py_DECREF(yielded_key);
+    PyObject *out = counted && !failed ? Py_BuildValue("(nOO)", i, yielded_run ? yielded_run : Py_None,
+                                                       yielded_key ? yielded_key : Py_None)
+                                       : NULL;
+    Py_XDECREF(yielded_run);
+    Py_XDECREF(yielded_key);
     return out;
 }
 
