@@ -101,18 +101,25 @@ def proc_peak_rss_mb(pid: int) -> float:
     return 0.0
 
 
-# ``--mrt FILE``: the feeder serves one peer's view of an MRT RIB instead of the generated table
-# (its ``--mrt``/``--mrt-peer`` arguments; empty: the generated table).
-MRT_FEEDER_ARGS: list[str] = []
+# ``--mrt FILE [--mrt-peer ADDR]``: (file, peer) whose view the feeder serves instead of the generated
+# table; None: the generated table.
+MRT: tuple[str, str | None] | None = None
 
 
 def mrt_table(next_hop4: str, next_hop6: str) -> list[Any]:
-    """The (family, attrs, keys) groups the feeder serves for ``MRT_FEEDER_ARGS`` (its own loader)."""
+    """The (family, attrs, keys) groups the feeder serves for ``MRT`` (its own loader)."""
     from speakers.replay.mrt import table_groups
 
-    args = dict(zip(MRT_FEEDER_ARGS[::2], MRT_FEEDER_ARGS[1::2], strict=True))
-    return list(table_groups(args["--mrt"], next_hop4=next_hop4, next_hop6=next_hop6, peer_as=FEEDER_AS,
-                             peer=args.get("--mrt-peer")))  # fmt: skip
+    assert MRT is not None
+    path, peer = MRT
+    return list(table_groups(path, next_hop4=next_hop4, next_hop6=next_hop6, peer_as=FEEDER_AS, peer=peer))
+
+
+def _table_args(ipv4: int, ipv6: int, seed: int) -> list[str]:
+    """The feeder's table: ``MRT``'s view, or the generated one."""
+    if MRT is not None:
+        return ["--mrt", MRT[0], *(["--mrt-peer", MRT[1]] if MRT[1] else [])]
+    return ["--seed", str(seed), "--index", "0", "--overlap", "0", "--ipv4", str(ipv4), "--ipv6", str(ipv6)]
 
 
 def start_feeder(workdir: Path, ipv4: int, ipv6: int, seed: int) -> subprocess.Popen[bytes]:
@@ -135,8 +142,7 @@ def start_feeder(workdir: Path, ipv4: int, ipv6: int, seed: int) -> subprocess.P
         FEEDER_ADDR,
         "--hold-time",
         "180",
-        *(MRT_FEEDER_ARGS or ["--seed", str(seed), "--index", "0", "--overlap", "0"]),
-        *([] if MRT_FEEDER_ARGS else ["--ipv4", str(ipv4), "--ipv6", str(ipv6)]),
+        *_table_args(ipv4, ipv6, seed),
         "--next-hop4",
         nh4,
         "--next-hop6",
@@ -146,7 +152,7 @@ def start_feeder(workdir: Path, ipv4: int, ipv6: int, seed: int) -> subprocess.P
     ]
     with (workdir / "feeder.log").open("ab") as log:
         proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.DEVNULL, stderr=log)
-    deadline = time.monotonic() + (120 if MRT_FEEDER_ARGS else 30)  # an MRT RIB takes seconds to load
+    deadline = time.monotonic() + (120 if MRT else 30)  # an MRT RIB takes seconds to load
     while not ready.exists():
         if proc.poll() is not None or time.monotonic() > deadline:
             raise SystemExit(f"feeder did not start; see {workdir / 'feeder.log'}")
@@ -342,7 +348,7 @@ def rib_bytes_per_path(ipv4: int, ipv6: int, seed: int, peers: int = 1) -> dict[
     for i in range(peers):
         nh4, nh6 = feeder_next_hops(i)
         overlap = OVERLAP if peers > 1 else 0.0
-        if MRT_FEEDER_ARGS:
+        if MRT:
             tables.append(mrt_table(nh4, nh6))
         else:
             tables.append(list(generate_table(seed, i, ipv4, ipv6, overlap, FEEDER_AS + i, nh4, nh6)))
@@ -606,6 +612,13 @@ protocol bgp feeder{i} {{
 """
 
 
+def _timeable(t_up: float, t_end: float, system: str) -> None:
+    """A table seen whole at the poll that first saw the session up took less than a poll: no time."""
+    if t_end <= t_up:
+        raise SystemExit(f"{system}: the whole table arrived within one poll ({POLL_S * 1000:.0f} ms); "
+                         "too small to time, use more --prefixes")
+
+
 class BirdControl:
     """BIRD's control socket, kept open: a query is ~0.2 ms, where a ``birdc`` process per query took
     ~20 ms and made BIRD's measured time jump in steps of a poll (0.07 or 0.09 s for the same load)."""
@@ -701,6 +714,7 @@ def run_bird(workdir: Path, ipv4: int, ipv6: int, seed: int, peers: int) -> dict
         for proc in feeders:
             stop(proc)
     assert t_up is not None and t_99 is not None
+    _timeable(t_up, t_end, "bird")
     paths = want * peers
     return {
         "seconds": t_end - t_up,
@@ -798,6 +812,7 @@ def run_gobgp(workdir: Path, ipv4: int, ipv6: int, seed: int, peers: int) -> dic
         for proc in feeders:
             stop(proc)
     assert t_up is not None and t_99 is not None
+    _timeable(t_up, t_end, "gobgp")
     return {
         "seconds": t_end - t_up,
         "seconds_99": t_99 - t_up,
@@ -836,7 +851,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.mrt and not args.child:
         if args.peers != 1:
             ap.error("--mrt serves one peer's view: one peer only")
-        MRT_FEEDER_ARGS[:] = ["--mrt", args.mrt, *(["--mrt-peer", args.mrt_peer] if args.mrt_peer else [])]
+        global MRT
+        MRT = (args.mrt, args.mrt_peer)
         try:
             groups = mrt_table(*feeder_next_hops(0))
         except (OSError, ValueError) as exc:  # the MRT reader's errors name the file and the record
