@@ -259,7 +259,7 @@ async def _run_peerctl(workdir: Path, ipv4: int, ipv6: int, seed: int) -> dict[s
         t_up = status.established_at
         cpu0 = resource.getrusage(resource.RUSAGE_SELF)  # peerctl's own work: session up → End-of-RIB
         relay_cpu0 = sum(proc_cpu_s(c) for c in children(speaker.pid)) if speaker.pid else 0.0
-        while not families <= status.end_of_rib:
+        while not families <= status.end_of_rib.keys():
             if time.monotonic() > deadline:
                 raise SystemExit("peerctl-exabgp: no End-of-RIB")
             await asyncio.sleep(0.01)
@@ -523,13 +523,13 @@ async def _run_native_child(workdir: Path, ipv4: int, ipv6: int, seed: int, peer
         await asyncio.sleep(POLL_S)
     t_up = min(st.established_at for st in statuses if st.established_at is not None)
     cpu0 = resource.getrusage(resource.RUSAGE_SELF)  # from the sessions up, as for the others
-    while not all(families <= st.end_of_rib for st in statuses):
+    while not all(families <= st.end_of_rib.keys() for st in statuses):
         if time.monotonic() > deadline:
             raise SystemExit("peerctl-native: no End-of-RIB")
         await asyncio.sleep(POLL_S)
     # When the last End-of-RIB was applied, as the daemon records it (its start, established_at, is
     # exact too; BIRD's start and end are both polled, so their poll delays cancel on average).
-    t_end = max(st.end_of_rib_at[f] for st in statuses for f in families)
+    t_end = max(st.end_of_rib[f] for st in statuses for f in families)
     cpu1 = resource.getrusage(resource.RUSAGE_SELF)
     rss1 = _vm_rss_mb()
     counts = daemon.rib.counts()

@@ -441,7 +441,6 @@ class Daemon:
                 status.since = status.established_at = time.monotonic()
                 status.router_id = event.router_id
                 status.end_of_rib.clear()
-                status.end_of_rib_at.clear()
                 changes.extend(self.rib.peer_up(event.peer, event.router_id))
                 if (policy := self.imports.peers.get(event.peer)) is not None:
                     policy.down = False
@@ -468,8 +467,7 @@ class Daemon:
                     self._spawn(self.fib.peer_down(event.peer, fallback=self._fib_fallback(event.peer)))
                 self.log.info("peer_down", peer=event.peer, reason=event.reason.value, detail=event.detail)
             case EndOfRib():
-                status.end_of_rib.add(event.family)
-                status.end_of_rib_at.setdefault(event.family, time.monotonic())  # the first one counts
+                status.end_of_rib.setdefault(event.family, time.monotonic())  # the first one counts
                 load_s = status.table_load_s(event.family)
                 self.log.info("end_of_rib", peer=event.peer, afi_safi=event.family.value,
                               table_load_s=None if load_s is None else round(load_s, 3))  # fmt: skip
@@ -622,7 +620,7 @@ class Daemon:
         kept from before a restart that nobody re-sent can go: ``FibWriter.sweep_stale``)."""
         for peer in self.config.peers:
             st = self.status.get(peer.name)
-            if st is None or st.state != "established" or not set(peer.families) <= st.end_of_rib:
+            if st is None or st.state != "established" or not set(peer.families) <= st.end_of_rib.keys():
                 return False
         return True
 
@@ -635,7 +633,7 @@ class Daemon:
         for peer in self.config.peers:
             st = self.status.get(peer.name)
             if st is not None and st.state == "established":
-                if not set(peer.families) <= st.end_of_rib:
+                if not set(peer.families) <= st.end_of_rib.keys():
                     return True
             elif not wait or st is None or now - st.since < wait:
                 return True

@@ -16,8 +16,8 @@ class PeerStatus:
     established_at: float | None = None
     router_id: str = "0.0.0.0"
     last_error: str = ""
-    end_of_rib: set[Family] = field(default_factory=set)
-    end_of_rib_at: dict[Family, float] = field(default_factory=dict)  # monotonic, this session
+    # family → monotonic time of its first End-of-RIB this session
+    end_of_rib: dict[Family, float] = field(default_factory=dict)
     updates: int = 0  # Update events received
     announced: int = 0  # prefixes announced (before policy)
     withdrawn: int = 0
@@ -30,5 +30,5 @@ class PeerStatus:
 
     def table_load_s(self, family: Family) -> float | None:
         """Seconds from Established to the family's End-of-RIB (the initial table), None before."""
-        at = self.end_of_rib_at.get(family)
+        at = self.end_of_rib.get(family)
         return None if at is None or self.established_at is None else at - self.established_at
