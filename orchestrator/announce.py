@@ -64,6 +64,26 @@ ATTR_KEYS: Final = frozenset({"prepend", "origin", "poison", "communities", "lar
 """The attribute members of an announcement request (API body, experiment step, a ``per_peer`` entry)."""
 
 
+def parse_targets(body: Mapping[str, Any]) -> tuple[list[str], bool, str | None]:
+    """A request's targets as ``AnnouncementManager.resolve`` takes them: ``peers`` (names; a name
+    given twice is one target), ``all`` (JSON true or false only: ``"false"`` is not false) and
+    ``kind``, at most one of them. ApiError naming the member; no targets at all is the caller's to
+    judge."""
+    peers = body.get("peers") or []
+    if not isinstance(peers, list) or not all(isinstance(p, str) for p in peers):
+        raise ApiError(400, "peers: expected a list of peer names")
+    peers = list(dict.fromkeys(peers))
+    kind = body.get("kind")
+    if kind is not None and not isinstance(kind, str):
+        raise ApiError(400, "kind: expected a peer kind name")
+    every = body.get("all", False)
+    if not isinstance(every, bool):
+        raise ApiError(400, f"all: expected true or false, not {every!r}")
+    if sum((bool(peers), every, kind is not None)) > 1:
+        raise ApiError(400, "peers, kind, all: give one of them")
+    return peers, every, kind
+
+
 def parse_per_peer(spec: object, prefix: str, resolve: Callable[..., tuple[str, ...]],
                    parse: Callable[[dict[str, Any]], Announcement]) -> dict[str, Announcement]:
     """A request's ``per_peer`` (``{NAME: {attributes}}``): the peers that get an attribute set of

@@ -46,7 +46,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from orchestrator.announce import ATTR_KEYS, parse_per_peer
+from orchestrator.announce import ATTR_KEYS, parse_per_peer, parse_targets
 from orchestrator.errors import ApiError, PolicyError
 from orchestrator.rib.prefix import Family, format_prefix, parse_prefix
 from policies.safety import PEERING_ASN, Announcement, parse_peering
@@ -232,21 +232,16 @@ def _parse_step(
         extra = set(body) - {"prefix", "peers", "all", "kind"}
         if extra:
             raise ApiError(400, f"steps[{i}]: a withdraw takes only prefix and targets, not {sorted(extra)}")
-    peers = body.get("peers") or []
-    if not isinstance(peers, list) or not all(isinstance(p, str) for p in peers):
-        raise ApiError(400, f"steps[{i}].peers: expected a list of peer names")
     try:
+        peers, every, kind = parse_targets(body)
         ann = parse_request(body) if action == "announce" else None
     except ApiError as exc:
         raise ApiError(400, f"steps[{i}].{exc}") from None
-    kind = body.get("kind")
-    if kind is not None and not isinstance(kind, str):
-        raise ApiError(400, f"steps[{i}].kind: expected a peer kind")
-    if action == "withdraw" and not peers and not body.get("all") and kind is None:
+    if action == "withdraw" and not peers and not every and kind is None:
         targets: tuple[str, ...] = ()  # from every peer that has it at that time
     else:
         try:
-            targets = announcer.resolve(peers, bool(body.get("all")), kind, family)
+            targets = announcer.resolve(peers, every, kind, family)
         except PolicyError as exc:
             raise PolicyError(exc.rule, f"steps[{i}]: {_reason(exc)}") from None
     targets = (*targets, *(n for n, _ in variants if n not in targets))

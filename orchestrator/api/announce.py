@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
-from orchestrator.announce import ATTR_KEYS, AnnouncementManager, parse_per_peer
+from orchestrator.announce import ATTR_KEYS, AnnouncementManager, parse_per_peer, parse_targets
 from orchestrator.api.app import DAEMON, json_object, json_response, register
 from orchestrator.errors import ApiError, PolicyError
 from orchestrator.rib.attrs import parse_community, parse_large_community
@@ -79,14 +79,6 @@ def _each(body: dict[str, Any], key: str, parse: Callable[[str], T]) -> list[T]:
         raise ApiError(400, f"{key}: {exc}") from None
 
 
-def _flag(body: dict[str, Any], key: str) -> bool:
-    """A boolean member: JSON true or false, nothing else (``"false"`` is a string, not false)."""
-    v = body.get(key, False)
-    if not isinstance(v, bool):
-        raise ApiError(400, f"{key}: expected true or false, not {v!r}")
-    return v
-
-
 def parse_request(body: dict[str, Any]) -> Announcement:
     """The JSON body → an Announcement (its prefix/attributes only; targets are resolved apart)."""
     comms = tuple(_each(body, "communities", parse_community))
@@ -107,16 +99,7 @@ def parse_request(body: dict[str, Any]) -> Announcement:
 
 
 def _targets(mgr: AnnouncementManager, body: dict[str, Any], default_all: bool = False) -> tuple[str, ...]:
-    peers = body.get("peers") or []
-    if not isinstance(peers, list) or not all(isinstance(p, str) for p in peers):
-        raise ApiError(400, "peers: expected a list of peer names")
-    peers = list(dict.fromkeys(peers))  # a name given twice is one target
-    kind = body.get("kind")
-    if kind is not None and not isinstance(kind, str):
-        raise ApiError(400, "kind: expected a peer kind name")
-    every = _flag(body, "all")
-    if sum((bool(peers), every, kind is not None)) > 1:
-        raise ApiError(400, "peers, kind, all: give one of them")
+    peers, every, kind = parse_targets(body)
     try:
         family = parse_prefix(body["prefix"])[0]
     except ValueError as exc:

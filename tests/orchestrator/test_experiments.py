@@ -123,6 +123,10 @@ def test_plan_counts_the_change_made_before_the_experiment(tmp_path: Path) -> No
     ({"name": "x", "steps": [step(0, prefix="184.164.224.0/33")]}, "steps[0].prefix"),
     ({"name": "x", "steps": [step(0, "withdraw", prepend=1)]}, "a withdraw takes only"),
     ({"name": "x", "steps": [{**step(0, all=True), "colour": 1}]}, "steps[0]: unknown keys ['colour']"),
+    # targets as the API reads them (orchestrator.announce.parse_targets): "false" is not false
+    ({"name": "x", "steps": [step(0, all="false")]}, "steps[0].all: expected true or false"),
+    ({"name": "x", "steps": [step(0, all=True, peers=["mux1"])]}, "steps[0].peers, kind, all: give one"),
+    ({"name": "x", "steps": [step(0, kind=3)]}, "steps[0].kind: expected a peer kind name"),
     ({"name": "x", "start": "2020-01-01T00:00:00Z", "steps": [step(0, all=True)]}, "in the past"),
     ({"name": "x", "start": "2030-01-01T00:00:00", "steps": [step(0, all=True)]}, "no time zone"),
     ({"name": "x", "start": 2e9, "delay": 5, "steps": [step(0, all=True)]}, "not both"),
@@ -422,3 +426,8 @@ def test_per_mux_attributes_as_peering_sends_them(tmp_path: Path) -> None:
     before = mgr.wanted["184.164.236.0/24"]
     assert again.wanted["184.164.236.0/24"].same_request(before.announcement, names,
                                                          [v[:2] for v in before.variants])
+
+
+def test_a_peer_named_twice_in_a_step_is_one_target(tmp_path: Path) -> None:
+    mgr, _ = manager(tmp_path)
+    assert plan_of(mgr, [step(0, peers=["mux1", "mux1"])]).steps[0].targets == ("mux1",)
