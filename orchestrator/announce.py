@@ -64,6 +64,19 @@ ATTR_KEYS: Final = frozenset({"prepend", "origin", "poison", "communities", "lar
 """The attribute members of an announcement request (API body, experiment step, a ``per_peer`` entry)."""
 
 
+def request_state(
+    ann: Announcement, targets: Sequence[str], variants: Mapping[str, Announcement]
+) -> tuple[Announcement, tuple[str, ...], tuple[tuple[str, Announcement], ...]]:
+    """An announce request as ``Wanted`` keeps it, so that asking again compares equal however the
+    targets were listed: the canonical prefix; the targets without their own set (the common
+    announcement's ``muxes``), then the peers with their own set (``variants``, each its own mux)."""
+    prefix = _canonical(ann.prefix)
+    common = tuple(t for t in targets if t not in variants)
+    ann = replace(ann, prefix=prefix, muxes=common)
+    own = tuple((n, replace(v, prefix=prefix, muxes=(n,))) for n, v in variants.items())
+    return ann, (*common, *variants), own
+
+
 def parse_targets(body: Mapping[str, Any]) -> tuple[list[str], bool, str | None]:
     """A request's targets as ``AnnouncementManager.resolve`` takes them: ``peers`` (names; a name
     given twice is one target), ``all`` (JSON true or false only: ``"false"`` is not false) and
@@ -310,7 +323,7 @@ class AnnouncementManager:
         attrs = self._check(ann, now, rate=False)
         checked = tuple((n, v, self._check(v, now, rate=False)) for n, v in (variants or {}).items())
         wanted = Wanted(ann, (), attrs, now, variants=checked)
-        for name in (*explicit, *(variants or {})):
+        for name in dict.fromkeys((*explicit, *(variants or {}))):  # a named peer with its own set: once
             peer = self._peer(name)
             if peer is not None:
                 self.command_for(peer, wanted)
@@ -330,12 +343,10 @@ class AnnouncementManager:
         ``at``: the time the change counts at for the rate rule (a scheduled step's own time).
         ``variants``: peers (targets too, named explicitly) that get their own attribute set for
         this prefix instead of ``ann``'s; checked by the same rules, one change for the rate rule."""
-        prefix = _canonical(ann.prefix)
         variants = variants or {}
-        targets = (*targets, *(n for n in variants if n not in targets))
-        ann = replace(ann, prefix=prefix, muxes=tuple(t for t in targets if t not in variants))
+        ann, targets, own = request_state(ann, targets, variants)
+        prefix = ann.prefix
         now = self.clock() if at is None else at
-        own = [(n, replace(v, prefix=prefix, muxes=(n,))) for n, v in variants.items()]
         old = self.wanted.get(prefix)
         if old is not None and old.same_request(ann, targets, own):
             return old  # nothing changes: not a change for the rate rule either

@@ -46,7 +46,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from orchestrator.announce import ATTR_KEYS, parse_per_peer, parse_targets
+from orchestrator.announce import ATTR_KEYS, parse_per_peer, parse_targets, request_state
 from orchestrator.errors import ApiError, PolicyError
 from orchestrator.rib.prefix import Family, format_prefix, parse_prefix
 from policies.safety import PEERING_ASN, Announcement, parse_peering
@@ -268,14 +268,14 @@ def _simulate(order: Sequence[Step], start: float, announcer: Announcer) -> None
         if s.action == "announce":
             assert s.announcement is not None
             own = dict(s.variants)
-            ann = replace(s.announcement, prefix=s.prefix, muxes=tuple(t for t in s.targets if t not in own))
+            ann, targets, variants = request_state(s.announcement, s.targets, own)
             try:
                 announcer.check_rules(ann, t, () if s.group else s.targets, own)
             except PolicyError as exc:
                 raise PolicyError(exc.rule, f"{where}: {_reason(exc)}") from None
-            if now_state is not None and now_state == (ann, s.targets, s.variants):
-                continue  # the same announcement again: not a change
-            new_state: _State | None = (ann, s.targets, s.variants)
+            if now_state is not None and now_state == (ann, targets, variants):
+                continue  # the same announcement again: not a change (compared as Wanted keeps it)
+            new_state: _State | None = (ann, targets, variants)
         else:
             if now_state is None:
                 raise PolicyError("not-announced", f"{where}: {s.prefix} is not announced at that point")
@@ -426,9 +426,8 @@ class ExperimentRunner:
             if step.action == "announce":
                 assert step.announcement is not None
                 ann = replace(step.announcement, prefix=step.prefix)
-                own = dict(step.variants)
-                targets = tuple(t for t in step.targets if t not in own)
-                await self.announcer.announce(ann, targets, group=step.group, at=at, variants=own)
+                await self.announcer.announce(ann, step.targets, group=step.group, at=at,
+                                              variants=dict(step.variants))
                 outcome = f"announced to {', '.join(step.targets)}"
             else:
                 done = await self.announcer.withdraw(step.prefix, step.targets, at=at)

@@ -431,3 +431,16 @@ def test_per_mux_attributes_as_peering_sends_them(tmp_path: Path) -> None:
 def test_a_peer_named_twice_in_a_step_is_one_target(tmp_path: Path) -> None:
     mgr, _ = manager(tmp_path)
     assert plan_of(mgr, [step(0, peers=["mux1", "mux1"])]).steps[0].targets == ("mux1",)
+
+
+def test_planning_the_announcement_already_made_with_per_peer_sets_is_not_a_change(tmp_path: Path) -> None:
+    """The plan compares a step with what is announced as the manager keeps it (its per-peer sets
+    carry their peer as mux): the same request again right away is no change, so no rate refusal."""
+    mgr, _ = manager(tmp_path)
+    body = step(0, peers=["mux1", "mux2"], per_peer={"mux1": {"prepend": 2}})
+    s = plan_of(mgr, [body]).steps[0]
+    asyncio.run(mgr.announce(s.announcement, ("mux2",), variants=dict(s.variants)))  # listed as the runner did
+    exp = plan_of(mgr, [body], now=time.time())
+    assert [st.action for st in exp.steps] == ["announce"]
+    with pytest.raises(PolicyError, match="rate"):  # a different set for mux1 is a change: too soon
+        plan_of(mgr, [step(0, peers=["mux1", "mux2"], per_peer={"mux1": {"prepend": 3}})], now=time.time())
