@@ -150,6 +150,18 @@ _MIN_LEN: Final = {
 }
 
 
+def update_at_front(buffer: bytearray, max_size: int = MAX_MESSAGE) -> int:
+    """The length of the complete UPDATE message with a well-formed header at the front of
+    ``buffer``; 0 when there is none (another type, incomplete, or a header ``split_messages``
+    reports as an error)."""
+    if len(buffer) < HEADER_LEN:
+        return 0
+    marker, length, mtype = _HDR.unpack_from(buffer)
+    if marker != MARKER or mtype != MSG_UPDATE or not _MIN_LEN[MSG_UPDATE] <= length <= max_size:
+        return 0
+    return length if length <= len(buffer) else 0
+
+
 def split_messages(buffer: bytearray, max_size: int = MAX_MESSAGE) -> list[tuple[int, memoryview]]:
     """Cut every complete message off the front of ``buffer``; the remainder stays in it.
 
