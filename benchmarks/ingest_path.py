@@ -28,6 +28,9 @@ feeder sends (the same generated table encoded in-process with the feeder's enco
 no root): ``decode`` (framing + ``decode_plain_update``, ``decode_update`` where it declines),
 ``session`` (an ESTABLISHED ``BgpSession``: ``receive_data`` + ``take_events``) and ``sync`` (+ the
 daemon's ``_apply`` into the RIB). No ``asyncio`` case (``benchmarks.ingest`` measures it live).
+With ``--updates FILE`` the stream is a real one instead: the IPv4 announcements of an MRT update
+file (e.g. the PCH full table in ``../shared/data/real/mrt/updates/``), each encoded as received
+(the read chunk then matters: ``--chunk 262144`` is the speaker's read size).
 """
 
 from __future__ import annotations
@@ -287,6 +290,22 @@ def native_stream(prefixes: int, seed: int) -> bytes:
     return b"".join(msgs) + encode_end_of_rib(Family.IPV4)
 
 
+def updates_stream(path: str) -> bytes:
+    """The IPv4 announcements of an MRT update file as UPDATE messages, End-of-RIB last."""
+    from orchestrator.collector.mrt import Bgp4mpUpdate, read_mrt
+    from speakers.native.codec import encode_end_of_rib, encode_updates
+
+    msgs: list[bytes] = []
+    for rec in read_mrt(path):
+        if not isinstance(rec, Bgp4mpUpdate):
+            continue
+        keys = rec.announce.get(Family.IPV4)
+        attrs = rec.attrs_for(Family.IPV4)
+        if keys and attrs is not None:
+            msgs += encode_updates(Family.IPV4, attrs, keys)
+    return b"".join(msgs) + encode_end_of_rib(Family.IPV4)
+
+
 def _native_session() -> Any:
     from benchmarks.ingest import FEEDER_ADDR
     from speakers.native import codec
@@ -389,6 +408,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--profile", action="store_true", help="cProfile the sync path (top 25 by tottime)")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--speaker", choices=("exabgp", "native"), default="exabgp")
+    ap.add_argument("--updates", metavar="FILE", help="--speaker native: an MRT update file's stream")
     args = ap.parse_args(argv)
     from orchestrator.log import configure_logging
 
@@ -396,7 +416,7 @@ def main(argv: list[str] | None = None) -> int:
     native = args.speaker == "native"
     path = OUT / (f"{args.speaker}-{args.prefixes}-{args.seed}" + (".bgp" if native else ".jsonl"))
     if native:
-        data = native_stream(args.prefixes, args.seed)
+        data = updates_stream(args.updates) if args.updates else native_stream(args.prefixes, args.seed)
     else:
         if args.recapture or not path.exists():
             print(f"capturing {path} ...", file=sys.stderr)
@@ -407,7 +427,8 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="peerctl-ingest-path-"))
     results: dict[str, Any] = {"stream": str(path), "bytes": len(data), "lines": lines, "chunk": args.chunk}
     if native:
-        results = {"stream": "native feeder UPDATEs (in memory)", "bytes": len(data), "chunk": args.chunk}
+        stream = args.updates or "native feeder UPDATEs (in memory)"
+        results = {"stream": stream, "bytes": len(data), "chunk": args.chunk}
     try:
         if args.profile:
             prof = cProfile.Profile()
