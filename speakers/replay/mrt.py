@@ -29,8 +29,7 @@ Group = tuple[Family, Attributes, list[int]]
 def peer_counts(path: str | os.PathLike[str]) -> Counter[tuple[str, int]]:
     """RIB entries per ``(peer_ip, peer_as)``. Raises MrtError for an unreadable file."""
     counts: Counter[tuple[str, int]] = Counter()
-    reader = MrtReader(path, errors="count")
-    for rec in reader:
+    for rec in MrtReader(path, errors="count"):
         if type(rec) is RibEntry:
             counts[(rec.peer_ip, rec.peer_as)] += 1
     return counts
